@@ -1,0 +1,31 @@
+"""dnbook: an executable textbook on normalization layers, from Batch Normalization to
+Dynamic Normalization (DN-C and DN-B)."""
+
+from dnbook.norms import (
+    BatchNorm2d,
+    CenConv2d,
+    DynamicNorm2d,
+    GroupedFC,
+    GroupNorm,
+    MABN2d,
+    SEBatchNorm2d,
+    SqueezeExcitation,
+    convert_norm,
+    make_norm,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNorm2d",
+    "CenConv2d",
+    "DynamicNorm2d",
+    "GroupNorm",
+    "GroupedFC",
+    "MABN2d",
+    "SEBatchNorm2d",
+    "SqueezeExcitation",
+    "__version__",
+    "convert_norm",
+    "make_norm",
+]

@@ -1,0 +1,226 @@
+"""The command line: ``python -m dnbook {train, reproduce, report, complexity}``.
+
+Every subcommand has ``--help``. A bad value (a negative learning rate, an unknown norm spec,
+profile or experiment) prints one line, ``dnbook: error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dnbook.engine.profiles import PROFILES
+
+PROFILE_HELP = (
+    "the scale of the run: "
+    + "; ".join(f"{name}: {profile.description}" for name, profile in PROFILES.items())
+    + ". Default: $DNBOOK_PROFILE, else gpu where CUDA is available, else cpu"
+)
+RESULTS_HELP = "results root; runs are stored under DIR/<profile>/ (default: $DNBOOK_RESULTS or <repo>/results)"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dnbook.engine import run
+    from dnbook.engine.profiles import get_profile
+    from dnbook.experiments import train_config
+
+    profile = get_profile(args.profile)
+    # The profile supplies the scale (dataset, subset, epochs, width, stem); every option given
+    # on the command line overrides it.
+    given = {field: getattr(args, field) for field in TRAIN_FIELDS}
+    config = train_config(profile, **{field: value for field, value in given.items() if value is not None})
+    result = run(
+        config,
+        profile=profile.name,
+        results_root=args.results_dir,
+        progress=not args.no_progress,
+        device=args.device,
+    )
+    print(_summary(result))
+    return 0
+
+
+def _summary(result: dict) -> str:
+    from dnbook.report import final_metrics
+
+    metrics = final_metrics(result)
+    accuracies = ", ".join(
+        f"{split} {metrics[split]:.2f}%" for split in ("train", "val", "test") if split in metrics
+    )
+    return f"{result.get('status', '?')}: {accuracies or 'no accuracy recorded'}"
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from dnbook.engine.profiles import get_profile
+    from dnbook.experiments import configs, estimate, estimate_steps, reproduce
+
+    profile = get_profile(args.profile)
+    todo = configs(args.name, profile)
+    print(
+        f"{args.name} at profile {profile.name}: {len(todo)} runs, "
+        f"{estimate(args.name, profile):,} training images, "
+        f"{estimate_steps(args.name, profile):,} steps (finished runs are skipped)"
+    )
+    if args.dry_run:
+        for config in todo:
+            print(
+                f"  {config.hash()}  {config.model:<12} {config.norm:<22} "
+                f"batch {config.batch_size:<3} lr {config.lr:<8g} epochs {config.epochs:<3} "
+                f"seed {config.seed}"
+            )
+        return 0
+    results = reproduce(
+        args.name,
+        profile,
+        progress=not args.no_progress,
+        jobs=args.jobs or profile.jobs,
+        results_root=args.results_dir,
+        device=args.device,
+    )
+    for config, result in zip(todo, results, strict=True):
+        print(f"  {config.hash()}  {config.norm:<22} {_summary(result)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dnbook.report import render_report
+
+    path = render_report(profile=args.profile, results_root=args.results_dir, out_dir=args.out)
+    print(path)
+    return 0
+
+
+def _complexity(args: argparse.Namespace) -> int:
+    from dnbook.complexity import print_comparison
+
+    print_comparison()
+    return 0
+
+
+# TrainConfig fields that `train` exposes, with their options' help.
+TRAIN_OPTIONS = {
+    "model": ("mobilenet_v2, resnet18 or resnet34", str, "mobilenet_v2"),
+    "norm": (
+        "norm layer spec, e.g. bn, gn:groups=8, mabn:buffer=4, se:r=16, dnb:r=16,g=1, "
+        "dnb:r=16,g=oup, dnc:r=16,merge=fc1 (see dnbook.norms.NORM_SPECS)",
+        str,
+        "bn",
+    ),
+    "dataset": ("cifar10, cifar100, imagenet100_32, imagenet100_64 or synthetic", str, None),
+    "epochs": ("passes over the training split", int, None),
+    "lr": ("peak learning rate, reached after the warm-up (cosine decay after it)", float, 0.2),
+    "batch_size": ("training images per step (and per process under torchrun)", int, 64),
+    "seed": ("seed of the initialization, augmentation and batch order", int, None),
+    "width_mult": ("channel multiplier of the model", float, None),
+    "stem": ("cifar (no early downsampling, 32 px images) or imagenet", str, None),
+    "n_train": ("training images to use (a fixed subset)", int, None),
+    "n_val": ("validation images to use", int, None),
+    "n_test": ("test images to use", int, None),
+    "weight_decay": ("L2 penalty (not on norm layers and biases)", float, None),
+    "warmup_epochs": ("linear warm-up length in epochs, may be fractional", float, None),
+    "label_smoothing": ("cross-entropy label smoothing in [0, 1)", float, None),
+}
+TRAIN_FIELDS = (*TRAIN_OPTIONS, "nesterov", "sync_bn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dnbook",
+        description="dnbook: train and compare normalization layers (BN, GN, MABN, SE, DN-C, DN-B).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train one configuration and store its result",
+        description="Train one configuration. Options not given come from the profile "
+        "(dataset, subset sizes, epochs, width, stem) or from TrainConfig's defaults. A "
+        "configuration already in the results store is not trained again. Runs under "
+        "torchrun --nproc_per_node=N as well (DDP).",
+    )
+    for field, (text, kind, default) in TRAIN_OPTIONS.items():
+        shown = f" (default: {default})" if default is not None else " (default: the profile's)"
+        train.add_argument(
+            "--" + field.replace("_", "-"), type=kind, default=default, help=text + shown
+        )
+    train.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    train.add_argument(
+        "--sync-bn",
+        action="store_true",
+        default=None,
+        help="under torchrun, synchronize BN statistics across processes (default: per process, as in the paper)",
+    )
+    _add_run_options(train)
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="train every configuration of one of the paper's experiments",
+        description="Train (or read back) every configuration of an experiment of the paper "
+        "at a profile's scale; finished runs are skipped, interrupted ones resume.",
+    )
+    from dnbook.experiments import EXPERIMENTS
+
+    reproduce.add_argument(
+        "name",
+        metavar="NAME",
+        help="an experiment, or all: "
+        + "; ".join(f"{name} ({experiment.title})" for name, experiment in EXPERIMENTS.items()),
+    )
+    reproduce.add_argument(
+        "--dry-run", action="store_true", help="list the configurations and the cost, train nothing"
+    )
+    reproduce.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs trained at once, each in its own process (default: the profile's, 12 for gpu)",
+    )
+    _add_run_options(reproduce)
+
+    report = commands.add_parser(
+        "report",
+        help="render the stored results as Markdown with plots",
+        description="Render the stored results of a profile as a Markdown file with one table "
+        "per experiment (mean and std over seeds) and seaborn plots of accuracy against epoch.",
+    )
+    report.add_argument("--profile", choices=list(PROFILES), default=None, help=PROFILE_HELP)
+    report.add_argument("--results-dir", default=None, metavar="DIR", help=RESULTS_HELP)
+    report.add_argument(
+        "--out", default=None, metavar="DIR", help="output folder (default: <results>/<profile>/report)"
+    )
+
+    commands.add_parser(
+        "complexity",
+        help="parameters and multiply-adds of the paper's models, against the paper's tables",
+        description="Count parameters and multiply-adds of MobileNetV2 and ResNet with each norm "
+        "layer at 224 px and print them next to the paper's #p and Mult-Adds columns.",
+    )
+    for name, handler in (("train", _train), ("reproduce", _reproduce), ("report", _report),
+                          ("complexity", _complexity)):
+        commands.choices[name].set_defaults(handler=handler)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=list(PROFILES), default=None, help=PROFILE_HELP)
+    parser.add_argument("--results-dir", default=None, metavar="DIR", help=RESULTS_HELP)
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0, or 2 for a bad value)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.handler(args)
+    except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else 1
+    except ValueError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

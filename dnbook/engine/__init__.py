@@ -1,0 +1,24 @@
+"""The training engine: configs, the trainer, the results store, profiles and DDP.
+
+* ``TrainConfig``: one run, a frozen dataclass with a stable ``hash()``.
+* ``run(config, profile=...)``: the stored result of a config, trained first if needed.
+* ``load_results(profile, **filters)`` / ``results_frame(results)``: read the store.
+* ``PROFILES`` / ``get_profile(name)``: how large the book's experiments are on a machine.
+"""
+
+from dnbook.engine.config import TrainConfig
+from dnbook.engine.profiles import PROFILES, get_profile
+from dnbook.engine.store import load_results, results_dir, results_frame, run
+from dnbook.engine.trainer import TrainOutcome, train
+
+__all__ = [
+    "PROFILES",
+    "TrainConfig",
+    "TrainOutcome",
+    "get_profile",
+    "load_results",
+    "results_dir",
+    "results_frame",
+    "run",
+    "train",
+]

@@ -1,0 +1,199 @@
+"""Profiles: how big the book's experiments are on a given machine, defined in one place.
+
+An experiment of the paper (``dnbook.experiments``) fixes what is compared: the model, the
+norm layers, the learning rates and batch sizes. A profile fixes how much of it is affordable:
+the dataset and its subset sizes, the number of epochs, the network width and the seeds.
+
+=========  ==========================================================================
+``ci``     CPU, every experiment of the book together in a few minutes; smoke-level numbers
+``cpu``    a reader's laptop: one chapter's experiments in about 15 minutes on 2 cores
+``gpu``    one H200: every experiment of the book, 3 seeds, in at most 25 minutes
+``paper``  the paper's settings on ImageNet-100: 240 epochs, batch 64, lr 0.2
+=========  ==========================================================================
+
+``DNBOOK_PROFILE`` selects one; the default is ``gpu`` where CUDA is available, else ``cpu``.
+The time estimates in the comments below are arithmetic from the throughputs they name, not
+measurements of these profiles; ``python -m dnbook reproduce NAME --dry-run`` prints the
+number of training images and steps a profile asks for.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+# Training images of each dataset's train split after the validation split is carved off
+# (CIFAR: 50,000 - 5,000). ImageNet-100 keeps 80% of about 1,300 images per class for 100
+# classes; its size depends on the classes drawn, so this one is approximate.
+TRAIN_SPLIT_SIZES = {
+    "cifar10": 45_000,
+    "cifar100": 45_000,
+    "imagenet100_32": 102_000,
+    "imagenet100_64": 102_000,
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The size of every experiment run under one name.
+
+    Args:
+        name: the profile's name; results go to ``results/<name>/``.
+        description: one line for ``--help`` and reports.
+        dataset: a ``dnbook.data.load_dataset`` name.
+        n_train, n_val, n_test: subset sizes (``None``: the whole split).
+        epochs: epochs of a standard run (batch size at least ``small_batch_reference``).
+        width_mult: MobileNetV2's width multiplier.
+        resnet_width_mult: ResNet-18/34's width multiplier.
+        seeds: the seeds every configuration is trained with.
+        stem: ``"cifar"`` (stride-1 stem for 32 px images) or ``"imagenet"``.
+        eval_batch_size: batch size of the validation and test passes.
+        small_batch_reference: below this training batch size a run gets proportionally
+            fewer epochs, ``epochs * batch_size / small_batch_reference`` (at least 1), so
+            every run at a batch size of at most the reference takes the same number of
+            optimizer steps. With 16, the ``paper`` profile reproduces the paper's own
+            schedules: 120 epochs at batch 8 and 60 at batch 4 (Tables 3 and 4).
+        jobs: how many runs ``reproduce`` trains at once by default (separate processes).
+        device_hint: the machine the profile was sized for.
+    """
+
+    name: str
+    description: str
+    dataset: str
+    n_train: int | None
+    n_val: int | None
+    n_test: int | None
+    epochs: int
+    width_mult: float
+    resnet_width_mult: float
+    seeds: tuple[int, ...]
+    stem: str = "cifar"
+    eval_batch_size: int = 500
+    small_batch_reference: int = 16
+    jobs: int = 1
+    device_hint: str = "cpu"
+
+    def epochs_for(self, batch_size: int) -> int:
+        """Epochs of a run at ``batch_size`` (fewer below ``small_batch_reference``)."""
+        if batch_size >= self.small_batch_reference:
+            return self.epochs
+        return max(1, round(self.epochs * batch_size / self.small_batch_reference))
+
+    @property
+    def train_images(self) -> int:
+        """Training images per epoch (approximate for ImageNet-100's whole split)."""
+        return self.n_train if self.n_train is not None else TRAIN_SPLIT_SIZES[self.dataset]
+
+
+PROFILES: dict[str, Profile] = {
+    # Every experiment of the book (about 60 distinct runs) in a few minutes of CPU: each run
+    # is one epoch of 512 images, 8 steps at batch 64, at a quarter (MobileNetV2) or an
+    # eighth (ResNet) of the width. The numbers say that the code path works, nothing more.
+    # Small batches keep their one epoch: batch 2 is 256 steps of a tiny network.
+    "ci": Profile(
+        name="ci",
+        description="CPU smoke run: every experiment in a few minutes; numbers mean nothing",
+        dataset="cifar10",
+        n_train=512,
+        n_val=256,
+        n_test=256,
+        epochs=1,
+        width_mult=0.25,
+        resnet_width_mult=0.125,
+        seeds=(0,),
+        eval_batch_size=256,
+        small_batch_reference=64,
+        device_hint="cpu",
+    ),
+    # A reader's laptop, one chapter in about 15 minutes on 2 cores. The team measured
+    # MobileNetV2 at width 1.0 training at ~200 images/s on 2 cores (BN, 32x32, batch 64);
+    # at width 0.5 we assume ~400 images/s (about a quarter of the multiply-adds, but the
+    # depthwise layers are memory-bound, so not 4x) and that DN-B costs about the same.
+    # Chapter 7 (Tables 1-2, Figure 1) has 6 configurations:
+    #   training   6 configs x 2 seeds x 5 epochs x 5,000 images = 300,000 images / 400/s = 750 s
+    #   evaluation 6 x 2 x 5 x 3,000 images at ~3x the training rate             = 150 s
+    #   total ~900 s = 15 minutes.
+    # The robustness chapter (Tables 3, 4, 8 and the small-batch study) has several times
+    # more runs; `reproduce NAME --dry-run` prints each experiment's cost.
+    "cpu": Profile(
+        name="cpu",
+        description="a laptop: one chapter's experiments in about 15 minutes on 2 cores",
+        dataset="cifar10",
+        n_train=5_000,
+        n_val=1_000,
+        n_test=2_000,
+        epochs=5,
+        width_mult=0.5,
+        resnet_width_mult=0.25,
+        seeds=(0, 1),
+        eval_batch_size=500,
+        small_batch_reference=64,
+        device_hint="cpu",
+    ),
+    # One H200, every experiment with 3 seeds in at most 25 minutes. Not yet measured: the
+    # sizing assumes a width-1.0 MobileNetV2 step at 32x32 is bound by kernel launches, about
+    # 8 ms at batch 64 and 6 ms at batch <= 16, and that 12 runs side by side on the one GPU
+    # (16 CPU cores to launch kernels) share it at close to 12x the throughput of one run:
+    #   batch-64 runs   ~26 configs x 3 seeds x 15 epochs x 703 steps x 8 ms  = 13,200 s
+    #   small batches   ~22 configs x 3 seeds x 21,100 steps x 6 ms          =  8,400 s
+    #   (below batch 32 the epochs shrink so each run takes the steps of a batch-32 run)
+    #   total ~21,600 s of single-run time / 12 concurrent runs ~ 1,800 s = 30 minutes
+    # which is at the limit: measure one epoch first (`train --epochs 1`) and lower `epochs`
+    # here if a step is slower than assumed.
+    "gpu": Profile(
+        name="gpu",
+        description="one H200: every experiment, 3 seeds, full CIFAR-10, in about 25 minutes",
+        dataset="cifar10",
+        n_train=45_000,
+        n_val=5_000,
+        n_test=10_000,
+        epochs=15,
+        width_mult=1.0,
+        resnet_width_mult=1.0,
+        seeds=(0, 1, 2),
+        eval_batch_size=1_000,
+        small_batch_reference=32,
+        jobs=12,
+        device_hint="one NVIDIA H200",
+    ),
+    # The paper's settings: ImageNet-100, 240 epochs at batch 64, lr 0.2, the ImageNet stem.
+    # The paper trains at full resolution (224 px); dnbook's loader keeps the dataset as one
+    # uint8 tensor on the device, which it can do for the packed 64 px copy
+    # (`data_scripts/` builds it from a local ImageNet), so this profile uses that copy: the
+    # schedule is the paper's, the resolution is not. Days of GPU time; nobody has run it here.
+    "paper": Profile(
+        name="paper",
+        description="the paper's settings: ImageNet-100 (64 px copy), 240 epochs, 3 seeds",
+        dataset="imagenet100_64",
+        n_train=None,
+        n_val=None,
+        n_test=None,
+        epochs=240,
+        width_mult=1.0,
+        resnet_width_mult=1.0,
+        seeds=(0, 1, 2),
+        stem="imagenet",
+        eval_batch_size=500,
+        small_batch_reference=16,
+        jobs=4,
+        device_hint="one or more data-centre GPUs",
+    ),
+}
+
+
+def get_profile(name: str | Profile | None = None) -> Profile:
+    """The profile called ``name``; by default ``$DNBOOK_PROFILE``, else ``gpu`` where CUDA is
+    available and ``cpu`` otherwise. A :class:`Profile` passes through unchanged.
+
+    Raises:
+        ValueError: for a name that is not in :data:`PROFILES`.
+    """
+    if isinstance(name, Profile):
+        return name
+    if name is None:
+        name = os.environ.get("DNBOOK_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}")
+    return PROFILES[name]

@@ -1,0 +1,484 @@
+"""The training loop: SGD with momentum, cosine schedule with warm-up, a best-validation
+checkpoint, per-epoch curves, resumable checkpoints, and a NaN caught instead of raised.
+
+Accuracies are percentages (0-100). Epochs are numbered from 1; ``step`` counts optimizer
+steps from 1 across epochs.
+
+A run is a pure function of its :class:`TrainConfig` on a given machine: the seed fixes the
+initialization, the batch order and the augmentation, and a run stopped after any epoch and
+resumed from its checkpoint ends with the same weights and curves as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dnbook.engine import distributed
+from dnbook.engine.config import TrainConfig
+from dnbook.engine.distributed import DistContext
+from dnbook.engine.divergence import grad_norm, locate_nonfinite
+
+ModelFactory = Callable[[int], nn.Module]  # num_classes -> model
+
+
+@dataclass
+class TrainOutcome:
+    """What :func:`train` returns: the result fields (see ``to_dict``) and the trained model
+    (its last-epoch weights; the best-validation weights are in ``best_state``)."""
+
+    status: str  # "finished" or "diverged"
+    curves: list[dict[str, Any]]
+    final: dict[str, Any] | None  # None when the run diverged
+    divergence: dict[str, Any] | None
+    steps: int
+    world_size: int
+    num_params: int
+    wall_time_s: float
+    model: nn.Module = field(repr=False)
+    best_state: dict[str, torch.Tensor] | None = field(repr=False, default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready fields (no tensors)."""
+        keys = ("status", "curves", "final", "divergence", "steps", "world_size", "num_params")
+        return {key: getattr(self, key) for key in keys} | {"wall_time_s": self.wall_time_s}
+
+
+class WarmupCosine:
+    """Learning-rate factor per step: linear warm-up to 1 over ``warmup_steps``, then a cosine
+    decay towards 0 at ``total_steps``. A class, not a lambda, so ``LambdaLR`` can save it."""
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            # The first step already moves: (step + 1) / warmup, reaching 1 at its last step.
+            return (step + 1) / self.warmup_steps
+        # factor = (1 + cos(pi * t)) / 2, t = progress through the decay in [0, 1)
+        progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    """Normalization layers, torch's and dnbook's (their SC-modules are their submodules)."""
+    from dnbook import norms
+
+    own = (
+        norms.BatchNorm2d,
+        norms.GroupNorm,
+        norms.MABN2d,
+        norms.SEBatchNorm2d,
+        norms.SqueezeExcitation,
+        norms.DynamicNorm2d,
+    )
+    torch_norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    return isinstance(module, own + torch_norms)
+
+
+def param_groups(model: nn.Module, weight_decay: float, norm_weight_decay: bool) -> list[dict]:
+    """SGD parameter groups: with ``norm_weight_decay=False``, the parameters of every norm
+    layer (and of its submodules, such as DN-B's SC-module) and every 1-D parameter (biases)
+    get no weight decay; everything else gets ``weight_decay``."""
+    if norm_weight_decay:
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    exempt: set[int] = set()
+    for module in model.modules():
+        if is_norm_module(module):
+            exempt.update(id(p) for p in module.parameters())
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if id(p) in exempt or p.ndim <= 1 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed Python, NumPy and torch; on CUDA also make cuDNN pick deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _default_model(config: TrainConfig) -> ModelFactory:
+    from dnbook.models import build_model
+
+    def build(num_classes: int) -> nn.Module:
+        return build_model(
+            config.model,
+            num_classes=num_classes,
+            norm=config.norm,
+            width_mult=config.width_mult,
+            stem=config.stem,
+        )
+
+    return build
+
+
+def _load_splits(config: TrainConfig):
+    from dnbook.data import load_dataset
+
+    # The split seed is fixed: every training seed sees the same train/val/test images.
+    return load_dataset(
+        config.dataset, n_train=config.n_train, n_val=config.n_val, n_test=config.n_test, seed=0
+    )
+
+
+class _Loop:
+    """The state of one run and the steps that move it forward; :func:`train` drives it."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        splits,
+        build: ModelFactory,
+        ctx: DistContext,
+        device: torch.device,
+        progress: bool,
+    ):
+        from dnbook.data import DeviceLoader
+
+        self.config, self.ctx, self.device = config, ctx, device
+        self.show_progress = progress and ctx.is_main
+        self.num_classes = len(splits.classes)
+        self.topk = 5 if self.num_classes >= 100 else 1
+        on_cuda = device.type == "cuda"
+        self.amp = config.amp and on_cuda
+        self.memory_format = (
+            torch.channels_last if config.channels_last and on_cuda else torch.contiguous_format
+        )
+
+        stats = {"mean": splits.mean, "std": splits.std, "device": device}
+        # Every process draws the same seeded permutation and takes its own slice of it
+        # (raises ValueError when batch_size exceeds a process's share of the training split).
+        self.train_loader = DeviceLoader(
+            splits.train_x,
+            splits.train_y,
+            config.batch_size,
+            train=True,
+            seed=config.seed,
+            drop_last=True,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            **stats,
+        )
+        # Evaluation splits are sharded without dropping any image; counts are summed over
+        # processes (shards may differ by one image, and evaluation has no per-batch collective).
+        self.eval_loaders = {
+            split: DeviceLoader(*distributed.shard(x, y, ctx), config.eval_batch_size, train=False, **stats)
+            for split in ("val", "test")
+            for x, y in [splits.split(split)]
+            if len(y) > 0
+        }
+        self.steps_per_epoch = len(self.train_loader)
+        total_steps = self.steps_per_epoch * config.epochs
+        warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
+
+        model = build(self.num_classes).to(device=device, memory_format=self.memory_format)
+        self.model = distributed.wrap_model(model, ctx, device, config.sync_bn)
+        self.net = distributed.unwrap(self.model)
+        self.optimizer = torch.optim.SGD(
+            param_groups(self.net, config.weight_decay, config.norm_weight_decay),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(warmup_steps, total_steps)
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimizer steps
+        self.curves: list[dict[str, Any]] = []
+        self.step_losses: list[float] = []
+        self.best: dict[str, Any] | None = None  # {"epoch", "val_acc", "state"}
+        self.wall_time_s = 0.0
+        self.last_lr = config.lr
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def _forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return model(images.contiguous(memory_format=self.memory_format)).float()
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor] | None:
+        """One SGD step. Returns (loss, number correct), or ``None`` when the loss or the
+        gradient is non-finite (then the weights are left as they were before the step)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self._forward(self.model, images)
+        loss = self.criterion(logits, labels)
+        loss.backward()
+        # One host sync per step reads the loss and the gradient norm together; summing over
+        # processes makes every process see a NaN that any of them met, and stop with it.
+        check = torch.stack([loss.detach(), grad_norm(self.net.parameters()).to(loss.device)])
+        loss_value, norm = (distributed.all_reduce_sum(check, self.ctx) / self.ctx.world_size).tolist()
+        self.step_losses.append(loss_value)
+        if not (math.isfinite(loss_value) and math.isfinite(norm)):
+            return None
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss_value, (logits.argmax(dim=1) == labels).sum()
+
+    def diagnose(self, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> dict[str, Any]:
+        """Replay the offending batch with hooks; the record of where it went non-finite."""
+        found = locate_nonfinite(self.net, lambda: self.criterion(self._forward(self.model, images), labels))
+        # The NaN may have appeared on another process: take the first process that saw one.
+        reports = distributed.gather_objects(found, self.ctx)
+        found = next((r for r in reports if r["first"] is not None), found)
+        return {
+            "epoch": epoch,
+            "step": self.step + 1,
+            "loss": self.step_losses[-1],
+            "first_nonfinite": found["first"],
+            "forward": found["forward"],
+            "backward": found["backward"],
+            "loss_history": list(self.step_losses),
+        }
+
+    # -- one epoch ------------------------------------------------------------------------
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch; returns its train metrics, or ``{"divergence": record}``."""
+        self.model.train()
+        self.train_loader.set_epoch(epoch)
+        loss_sum, correct, seen = 0.0, torch.zeros((), device=self.device), 0
+        batches = tqdm(
+            self.train_loader,
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=not self.show_progress,
+        )
+        with batches:
+            for images, labels in batches:
+                stepped = self.train_step(images, labels)
+                if stepped is None:
+                    return {"divergence": self.diagnose(images, labels, epoch)}
+                loss_value, batch_correct = stepped
+                loss_sum += loss_value * len(labels)
+                correct += batch_correct
+                seen += len(labels)
+                if self.step % 10 == 0:
+                    batches.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+        totals = distributed.all_reduce_sum(
+            torch.tensor([correct.item(), seen], dtype=torch.float64, device=self.device), self.ctx
+        )
+        return {
+            "train_loss": loss_sum / seen,  # already averaged over processes per step
+            "train_acc": 100.0 * totals[0].item() / totals[1].item(),
+            "lr": self.last_lr,  # the learning rate of the epoch's last step
+        }
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Top-1 (and top-5 with 100+ classes) accuracy and mean loss on a split, in percent."""
+        if split not in self.eval_loaders:
+            return {}
+        self.model.eval()
+        # (loss sum, top-1 correct, top-k correct, images), summed over batches and processes
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)
+        for images, labels in self.eval_loaders[split]:
+            logits = self._forward(self.net, images)
+            top = logits.topk(self.topk, dim=1).indices  # (N, k)
+            hits = top == labels[:, None]
+            totals += torch.stack(
+                [
+                    nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
+                    hits[:, 0].sum().double(),
+                    hits.any(dim=1).sum().double(),
+                    torch.tensor(len(labels), dtype=torch.float64, device=self.device),
+                ]
+            )
+        loss, top1, topk, count = distributed.all_reduce_sum(totals, self.ctx).tolist()
+        metrics = {f"{split}_loss": loss / count, f"{split}_acc": 100.0 * top1 / count}
+        if self.topk == 5:
+            metrics[f"{split}_top5"] = 100.0 * topk / count
+        return metrics
+
+    def end_epoch(self, epoch: int, train_metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Evaluate, update the best-validation weights, append to the curves."""
+        row = {"epoch": epoch, "step": self.step, **train_metrics}
+        # Every process evaluates with rank 0's running statistics, as DDP trains with them.
+        distributed.broadcast_buffers(self.net, self.ctx)
+        row |= self.evaluate("val") | self.evaluate("test")
+        row["time_s"] = seconds
+        # Best validation accuracy, the first epoch to reach it on ties; without a
+        # validation split, the last epoch.
+        score = row.get("val_acc", -math.inf)
+        if self.best is None or score > self.best["val_acc"]:
+            state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            self.best = {"epoch": epoch, "val_acc": score, "state": state}
+        self.curves.append(row)
+        self.epoch = epoch
+        return row
+
+    def final_metrics(self) -> dict[str, Any]:
+        """Last-epoch metrics, and the test accuracy of the best-validation weights."""
+        last = self.curves[-1]
+        final = {key: last.get(key) for key in ("train_loss", "train_acc", "val_acc")}
+        final["test_acc_last"] = last.get("test_acc")
+        final["best_epoch"] = self.best["epoch"]
+        final["best_val_acc"] = self.best["val_acc"] if "val_acc" in last else None
+        last_state = copy.deepcopy(self.net.state_dict())
+        self.net.load_state_dict(self.best["state"])
+        at_best = self.evaluate("test")
+        self.net.load_state_dict(last_state)
+        final["test_acc_at_best_val"] = at_best.get("test_acc")
+        if self.topk == 5:
+            final["test_top5_last"] = last.get("test_top5")
+            final["test_top5_at_best_val"] = at_best.get("test_top5")
+        return final
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "curves": self.curves,
+            "step_losses": self.step_losses,
+            "best": self.best,
+            "wall_time_s": self.wall_time_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != self.config.to_dict():
+            raise ValueError("the checkpoint belongs to another config; delete it or pass resume=False")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.curves, self.step_losses = state["curves"], state["step_losses"]
+        self.best, self.wall_time_s = state["best"], state["wall_time_s"]
+
+
+def _save_atomically(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = True,
+    splits=None,
+    model_fn: ModelFactory | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainOutcome:
+    """Train ``config`` and return the curves, final metrics and model.
+
+    Args:
+        config: the run.
+        device: ``None`` picks ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+        progress: show tqdm bars (an epoch bar and a transient batch bar), on rank 0 only.
+        checkpoint_path: where to save a checkpoint after every epoch (``None``: never).
+        resume: continue from ``checkpoint_path`` when it exists.
+        splits: a ``dnbook.data.DatasetSplits`` to train on instead of loading
+            ``config.dataset`` (for tests and notebook studies; the config still names the run).
+        model_fn: ``num_classes -> nn.Module`` building the model instead of
+            ``dnbook.models.build_model`` from the config (same caveat).
+        on_epoch_end: called with each epoch's curve row after its checkpoint is written.
+
+    Returns:
+        A :class:`TrainOutcome`. A non-finite loss or gradient stops the run with status
+        ``"diverged"`` and a ``divergence`` record; nothing is raised. ``KeyboardInterrupt``
+        propagates and leaves the last epoch's checkpoint in place.
+    """
+    ctx, device = distributed.setup(device)
+    seed_everything(config.seed, device)
+    splits = splits if splits is not None else _load_splits(config)
+    loop = _Loop(config, splits, model_fn or _default_model(config), ctx, device, progress)
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if resume and checkpoint_path is not None and checkpoint_path.exists():
+        # Our own file, holding RNG states (NumPy arrays, Python tuples): not weights-only.
+        loop.load_state_dict(torch.load(checkpoint_path, map_location="cpu", weights_only=False))
+
+    status, divergence = "finished", None
+    epochs = tqdm(
+        range(loop.epoch + 1, config.epochs + 1),
+        initial=loop.epoch,
+        total=config.epochs,
+        desc=f"{config.model} {config.norm}",
+        disable=not loop.show_progress,
+    )
+    for epoch in epochs:
+        started = time.perf_counter()
+        train_metrics = loop.train_epoch(epoch)
+        if "divergence" in train_metrics:
+            status, divergence = "diverged", train_metrics["divergence"]
+            loop.wall_time_s += time.perf_counter() - started
+            break
+        row = loop.end_epoch(epoch, train_metrics, time.perf_counter() - started)
+        loop.wall_time_s += row["time_s"]
+        epochs.set_postfix(
+            {k: f"{row[k]:.3g}" for k in ("train_loss", "val_acc", "test_acc") if k in row}
+        )
+        if checkpoint_path is not None and ctx.is_main:
+            _save_atomically(loop.state_dict(), checkpoint_path)
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+    epochs.close()
+
+    final = loop.final_metrics() if status == "finished" else None
+    return TrainOutcome(
+        status=status,
+        curves=loop.curves,
+        final=final,
+        divergence=divergence,
+        steps=loop.step,
+        world_size=ctx.world_size,
+        num_params=sum(p.numel() for p in loop.net.parameters()),
+        wall_time_s=loop.wall_time_s,
+        model=loop.net,
+        best_state=loop.best["state"] if loop.best else None,
+    )

@@ -1,0 +1,306 @@
+r"""Batch Normalization (Ioffe & Szegedy, 2015), written from the equations.
+
+The training forward and its backward live in :class:`BatchNormFunction`, a
+``torch.autograd.Function`` whose backward is derived by hand below. The module
+:class:`BatchNorm2d` adds what PyTorch's layer has around it: the affine parameters,
+the running statistics with PyTorch's exact update rules, and the eval path.
+
+The helpers :func:`standardize`, :func:`standardize_backward`, :func:`channel_affine` and
+:func:`channel_affine_backward` are shared with :mod:`dnbook.norms.groupnorm`: Group
+Normalization is the same standardization over a different set of axes.
+
+Deriving the backward
+---------------------
+Over the ``n`` values :math:`x_1..x_n` of one channel (all of ``N, H, W``) the forward is
+
+.. math::
+    \mu = \tfrac{1}{n}\sum_i x_i, \quad
+    \sigma^2 = \tfrac{1}{n}\sum_i (x_i - \mu)^2, \quad
+    \hat{x}_i = \frac{x_i - \mu}{\sqrt{\sigma^2 + \epsilon}}, \quad
+    y_i = \gamma \hat{x}_i + \beta .
+
+With :math:`g_i = \partial L / \partial \hat{x}_i = \gamma\, \partial L / \partial y_i`
+and :math:`s = 1/\sqrt{\sigma^2+\epsilon}`, differentiating :math:`\hat{x}_i` gives
+:math:`\partial \hat{x}_i / \partial x_j = s\,(\delta_{ij} - 1/n - \hat{x}_i \hat{x}_j / n)`
+(the ``1/n`` from :math:`\mu`, the last term from :math:`\sigma^2`), so
+
+.. math::
+    \frac{\partial L}{\partial x_j} = s \Big(g_j - \tfrac{1}{n}\sum_i g_i
+        - \hat{x}_j \tfrac{1}{n}\sum_i g_i \hat{x}_i\Big), \quad
+    \frac{\partial L}{\partial \gamma} = \sum_i \frac{\partial L}{\partial y_i} \hat{x}_i,
+    \quad
+    \frac{\partial L}{\partial \beta} = \sum_i \frac{\partial L}{\partial y_i} .
+
+The backward is first-order only (``once_differentiable``): asking for a second
+derivative through it raises an error instead of returning a wrong one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from dnbook.norms._validation import check_batch_statistics, check_input, check_positive_int
+
+# BatchNorm2d reduces over batch and space: every (N, H, W) value of a channel.
+BATCH_DIMS = (0, 2, 3)
+
+
+def standardize(
+    x: torch.Tensor, dims: tuple[int, ...], eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Standardize ``x`` over ``dims``; return ``(x_hat, mean, biased var, 1/sqrt(var + eps))``,
+    the statistics kept with size 1 along ``dims``."""
+    # mu = 1/n sum_i x_i
+    mean = x.mean(dims, keepdim=True)
+    centered = x - mean
+    # sigma^2 = 1/n sum_i (x_i - mu)^2   (biased: this is what normalizes)
+    var = centered.square().mean(dims, keepdim=True)
+    # s = 1 / sqrt(sigma^2 + eps)
+    inv_std = torch.rsqrt(var + eps)
+    # x_hat = (x - mu) * s
+    return centered * inv_std, mean, var, inv_std
+
+
+def standardize_backward(
+    grad_x_hat: torch.Tensor, x_hat: torch.Tensor, inv_std: torch.Tensor, dims: tuple[int, ...]
+) -> torch.Tensor:
+    """dL/dx from g = dL/dx_hat, for x_hat = standardize(x, dims)[0]."""
+    # dL/dx = s * (g - mean(g) - x_hat * mean(g * x_hat))
+    mean_grad = grad_x_hat.mean(dims, keepdim=True)
+    mean_grad_x_hat = (grad_x_hat * x_hat).mean(dims, keepdim=True)
+    return inv_std * (grad_x_hat - mean_grad - x_hat * mean_grad_x_hat)
+
+
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    """(C,) -> (1, C, 1, 1), to broadcast over an (N, C, H, W) tensor."""
+    return t.view(1, -1, 1, 1)
+
+
+def channel_affine(
+    x_hat: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """y = gamma * x_hat + beta with one gamma and beta per channel; ``None`` skips either."""
+    y = x_hat
+    if weight is not None:
+        y = y * _per_channel(weight)
+    if bias is not None:
+        y = y + _per_channel(bias)
+    return y
+
+
+def channel_affine_backward(
+    ctx: FunctionCtx,
+    grad_y: torch.Tensor,
+    x_hat: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Backward of :func:`channel_affine` inside an ``autograd.Function`` whose inputs 1 and 2
+    are weight and bias: return ``(dL/dx_hat, dL/dgamma, dL/dbeta)``, ``None`` where no
+    gradient is needed."""
+    needs_weight, needs_bias = ctx.needs_input_grad[1:3]
+    # dL/dgamma = sum over (N, H, W) of dL/dy * x_hat
+    grad_weight = (grad_y * x_hat).sum(BATCH_DIMS) if weight is not None and needs_weight else None
+    # dL/dbeta = sum over (N, H, W) of dL/dy
+    grad_bias = grad_y.sum(BATCH_DIMS) if bias is not None and needs_bias else None
+    # g = dL/dx_hat = gamma * dL/dy
+    grad_x_hat = grad_y if weight is None else grad_y * _per_channel(weight)
+    return grad_x_hat, grad_weight, grad_bias
+
+
+def register_channel_affine(
+    module: nn.Module,
+    num_features: int,
+    affine: bool,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> None:
+    """Give ``module`` PyTorch's per-channel ``weight`` (gamma) and ``bias`` (beta) parameters,
+    uninitialized, or register both as ``None`` when not ``affine``."""
+    for name in ("weight", "bias"):
+        shape_only = torch.empty(num_features, device=device, dtype=dtype)
+        module.register_parameter(name, nn.Parameter(shape_only) if affine else None)
+
+
+def register_running_stats(
+    module: nn.Module,
+    num_features: int,
+    track_running_stats: bool,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> None:
+    """Give ``module`` PyTorch's BN buffers ``running_mean``, ``running_var`` (C,), uninitialized,
+    and ``num_batches_tracked`` (a long scalar), or register all three as ``None`` when not
+    ``track_running_stats`` (so they stay out of the state dict, as in PyTorch)."""
+    buffers = {"running_mean": None, "running_var": None, "num_batches_tracked": None}
+    if track_running_stats:
+        buffers["running_mean"] = torch.empty(num_features, device=device, dtype=dtype)
+        buffers["running_var"] = torch.empty(num_features, device=device, dtype=dtype)
+        buffers["num_batches_tracked"] = torch.tensor(0, dtype=torch.long, device=device)
+    for name, buffer in buffers.items():
+        module.register_buffer(name, buffer)
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """Training-mode batch normalization of an (N, C, H, W) input with a hand-written backward.
+
+    ``apply(x, weight, bias, eps)`` returns ``(y, mean, var)``: the output and the batch's
+    per-channel mean and biased variance, shape (C,), which are not differentiable (the layer
+    uses them only to update its running statistics). ``weight`` and ``bias`` may be ``None``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        x: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        eps: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # x_hat = (x - mu_B) / sqrt(sigma_B^2 + eps), statistics over (N, H, W)
+        # x_hat (N, C, H, W); mean, var, inv_std (1, C, 1, 1)
+        x_hat, mean, var, inv_std = standardize(x, BATCH_DIMS, eps)
+        # y = gamma * x_hat + beta
+        y = channel_affine(x_hat, weight, bias)
+        ctx.save_for_backward(x_hat, inv_std, weight, bias)
+        mean, var = mean.flatten(), var.flatten()  # (C,)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: FunctionCtx, grad_y: torch.Tensor, _grad_mean: None, _grad_var: None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
+        x_hat, inv_std, weight, bias = ctx.saved_tensors
+        grad_x_hat, grad_weight, grad_bias = channel_affine_backward(
+            ctx, grad_y, x_hat, weight, bias
+        )
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = standardize_backward(grad_x_hat, x_hat, inv_std, BATCH_DIMS)
+        return grad_x, grad_weight, grad_bias, None
+
+
+class BatchNorm2d(nn.Module):
+    r"""Batch Normalization over an (N, C, H, W) input, a from-scratch twin of
+    :class:`torch.nn.BatchNorm2d` (same arguments, parameters, buffers and update rules).
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
+
+    In training, the mean and the biased variance are taken per channel over the batch and
+    space (N, H, W), and the running statistics are updated as
+
+    .. math::
+        \hat{\mu} \leftarrow (1 - m)\,\hat{\mu} + m\,\mu_B, \qquad
+        \hat{\sigma}^2 \leftarrow (1 - m)\,\hat{\sigma}^2 + m\,\tfrac{n}{n-1}\,\sigma_B^2,
+
+    with :math:`n = N H W` (the running variance is the unbiased one) and :math:`m` the
+    momentum, or :math:`m = 1/t` at the :math:`t`-th tracked batch when ``momentum=None``
+    (a cumulative average). In eval the running statistics replace the batch's, so the layer
+    is a fixed per-channel affine map of :math:`x`.
+
+    Args:
+        num_features: C, the number of channels.
+        eps: added to the variance for stability. Default: ``1e-5``.
+        momentum: the factor :math:`m` of the running averages, or ``None`` for a cumulative
+            average. Default: ``0.1``.
+        affine: learn a per-channel scale :math:`\gamma` (``weight``, initialized to 1) and
+            shift :math:`\beta` (``bias``, initialized to 0). Default: ``True``.
+        track_running_stats: keep ``running_mean``, ``running_var`` and
+            ``num_batches_tracked``; if ``False`` these are ``None`` and batch statistics are
+            used in eval too. Default: ``True``.
+        device, dtype: where and in which floating type to create parameters and buffers.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`; in training (or without running statistics)
+          :math:`N H W > 1`.
+        - Output: :math:`(N, C, H, W)`, the same shape.
+
+    The training backward is :class:`BatchNormFunction`'s hand-written one, first-order only.
+
+    Example::
+
+        >>> bn = BatchNorm2d(16)
+        >>> y = bn(torch.randn(8, 16, 32, 32))
+        >>> bn.num_batches_tracked
+        tensor(1)
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_features = check_positive_int("num_features", num_features)
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        register_channel_affine(self, num_features, affine, device, dtype)
+        register_running_stats(self, num_features, track_running_stats, device, dtype)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, no batch tracked."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1.0)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics, and gamma to 1, beta to 0."""
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(type(self).__name__, x, self.num_features)
+        # As in PyTorch: eval uses the running statistics when there are any.
+        if not self.training and self.running_mean is not None:
+            return self._normalize_with_running_stats(x)
+        check_batch_statistics(type(self).__name__, x)
+        y, mean, var = BatchNormFunction.apply(x, self.weight, self.bias, self.eps)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(mean, var, values_per_channel=x.numel() // x.shape[1])
+        return y
+
+    def _normalize_with_running_stats(self, x: torch.Tensor) -> torch.Tensor:
+        # x_hat = (x - running_mean) / sqrt(running_var + eps): constants, so the layer is
+        # affine in x and autograd differentiates these plain tensor ops exactly.
+        inv_std = torch.rsqrt(_per_channel(self.running_var) + self.eps)  # (1, C, 1, 1)
+        x_hat = (x - _per_channel(self.running_mean)) * inv_std  # (N, C, H, W)
+        # y = gamma * x_hat + beta
+        return channel_affine(x_hat, self.weight, self.bias)
+
+    @torch.no_grad()
+    def _update_running_stats(
+        self, mean: torch.Tensor, var: torch.Tensor, values_per_channel: int
+    ) -> None:
+        self.num_batches_tracked.add_(1)
+        # m = momentum, or 1/t (t = batches tracked so far) for a cumulative moving average
+        cumulative = self.momentum is None
+        factor = 1.0 / float(self.num_batches_tracked) if cumulative else self.momentum
+        # running_mean <- (1 - m) * running_mean + m * mu_B
+        self.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+        # running_var <- (1 - m) * running_var + m * n/(n-1) * sigma_B^2   (unbiased)
+        unbiased_var = var * (values_per_channel / (values_per_channel - 1))
+        self.running_var.mul_(1.0 - factor).add_(unbiased_var, alpha=factor)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )

@@ -1,0 +1,379 @@
+"""Norm layers by name: spec strings such as ``"bn"``, ``"gn:groups=8"`` or ``"dnb:r=16,g=1"``.
+
+A *spec* is a norm name, optionally followed by ``:`` and comma-separated ``key=value`` options::
+
+    bn                     torch.nn.BatchNorm2d (the fast reference)
+    bn:impl=scratch        dnbook's BatchNorm2d, written from the equations
+    gn:groups=8            GroupNorm
+    mabn:buffer=4          MABN, with CenConv2d as the model's convolution
+    se:r=16                Squeeze-and-Excitation, then BN (the DN paper's eq. 3-5)
+    dnb:r=16,g=1           DN-B
+    dnc:r=16,merge=fc2     DN-C
+
+``make_norm(spec)`` turns a spec into a :class:`NormFactory` (``channels -> nn.Module``), which
+models call once per norm layer; ``convert_norm(model, spec)`` swaps the BatchNorm2d layers of
+any existing model. Every option, its default and the values it accepts are in ``NORM_SPECS``;
+a bad spec raises ``ValueError`` listing the valid names or options. The defaults come from the
+layers' own signatures, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import chain
+
+from torch import nn
+
+from dnbook.norms._validation import check_positive_int
+from dnbook.norms.batchnorm import BatchNorm2d
+from dnbook.norms.dynamic import (
+    ACTIVATIONS,
+    FC2_INITS,
+    MERGES,
+    SC_INPUTS,
+    SCALES,
+    SHIFTS,
+    DynamicNorm2d,
+    check_choice,
+)
+from dnbook.norms.grouped_fc import check_group_size
+from dnbook.norms.groupnorm import GroupNorm
+from dnbook.norms.mabn import CenConv2d, MABN2d
+from dnbook.norms.squeeze_excitation import SEBatchNorm2d
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a spec: the layer keyword it sets, its default and the values it accepts.
+
+    ``check(name, value)`` returns the (possibly converted) value or raises ``ValueError``.
+    ``shown`` options are always written in the canonical spec; the others only when they
+    differ from the default.
+    """
+
+    kwarg: str
+    default: object
+    accepts: str
+    check: Callable[[str, object], object]
+    shown: bool = False
+
+    def describe(self, key: str) -> str:
+        return f"{key}=<{self.accepts}> (default {_format_value(self.default)})"
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """A named norm: what it builds, its options, and the convolution a model should use."""
+
+    description: str
+    build: Callable[..., nn.Module]  # build(channels, **{option.kwarg: value})
+    options: dict[str, Option] = field(default_factory=dict)
+    conv_layer: type[nn.Conv2d] = nn.Conv2d
+
+
+def _default(layer: Callable, kwarg: str) -> object:
+    return inspect.signature(layer).parameters[kwarg].default
+
+
+def _choice(*choices: str) -> Callable[[str, object], object]:
+    return lambda name, value: check_choice(name, value, choices)
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _check_non_negative_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _check_fraction(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _option(layer, kwarg, accepts, check, shown=False) -> Option:
+    """An option whose default is the ``layer``'s own default for ``kwarg``."""
+    return Option(kwarg, _default(layer, kwarg), accepts, check, shown)
+
+
+def _build_bn(channels: int, impl: str) -> nn.Module:
+    return nn.BatchNorm2d(channels) if impl == "torch" else BatchNorm2d(channels)
+
+
+def _build_gn(channels: int, num_groups: int) -> GroupNorm:
+    # Channel counts of real networks (MobileNetV2's 16, 24, 144, ...) are often not divisible
+    # by the requested number of groups; gcd(channels, groups) is the largest group count that
+    # divides the channels and does not exceed the request (16 channels, groups=32 -> 16).
+    return GroupNorm(channels, num_groups=math.gcd(channels, num_groups))
+
+
+def _dn_options(mode: str) -> dict[str, Option]:
+    """DynamicNorm2d's options; DN-C has ``merge`` and, by definition, no ``input``."""
+    options = {
+        "r": _option(DynamicNorm2d, "r", "positive int", check_positive_int, shown=True),
+        "g": _option(
+            DynamicNorm2d,
+            "g",
+            "positive int or oup",
+            lambda name, value: check_group_size(value),
+            shown=mode == "B",
+        ),
+        "merge": _option(DynamicNorm2d, "merge", "|".join(MERGES), _choice(*MERGES), shown=True),
+        "act": _option(DynamicNorm2d, "activation", "|".join(ACTIVATIONS), _choice(*ACTIVATIONS)),
+        "scale": _option(DynamicNorm2d, "scale", "|".join(SCALES), _choice(*SCALES)),
+        "shift": _option(DynamicNorm2d, "shift", "|".join(SHIFTS), _choice(*SHIFTS)),
+        "input": _option(DynamicNorm2d, "sc_input", "|".join(SC_INPUTS), _choice(*SC_INPUTS)),
+        "detach": _option(DynamicNorm2d, "detach_sc_input", "true|false", _check_bool),
+        "init": _option(DynamicNorm2d, "fc2_init", "|".join(FC2_INITS), _choice(*FC2_INITS)),
+    }
+    del options["merge" if mode == "B" else "input"]
+    return options
+
+
+def _build_dn(mode: str) -> Callable[..., DynamicNorm2d]:
+    return lambda channels, **kwargs: DynamicNorm2d(channels, mode=mode, **kwargs)
+
+
+NORM_SPECS: dict[str, NormSpec] = {
+    "bn": NormSpec(
+        "BatchNorm: torch.nn.BatchNorm2d (impl=torch) or dnbook's BatchNorm2d (impl=scratch)",
+        _build_bn,
+        {"impl": Option("impl", "torch", "torch|scratch", _choice("torch", "scratch"))},
+    ),
+    "gn": NormSpec(
+        "GroupNorm with `groups` groups (gcd(channels, groups) where they do not divide)",
+        _build_gn,
+        {
+            "groups": _option(
+                GroupNorm, "num_groups", "positive int", check_positive_int, shown=True
+            )
+        },
+    ),
+    "mabn": NormSpec(
+        "Moving Average BatchNorm over `buffer` iterations, with CenConv2d convolutions",
+        MABN2d,
+        {
+            "buffer": _option(MABN2d, "buffer_size", "positive int", check_positive_int, True),
+            "warmup": _option(MABN2d, "warmup_iters", "int >= 0", _check_non_negative_int),
+            "momentum": _option(MABN2d, "momentum", "number in [0, 1]", _check_fraction),
+        },
+        conv_layer=CenConv2d,
+    ),
+    "se": NormSpec(
+        "Squeeze-and-Excitation then BatchNorm (the DN paper's eq. 3-5)",
+        SEBatchNorm2d,
+        {"r": _option(SEBatchNorm2d, "r", "positive int", check_positive_int, shown=True)},
+    ),
+    "dnb": NormSpec(
+        "Dynamic Normalization DN-B: alpha, lambda per sample and channel",
+        _build_dn("B"),
+        _dn_options("B"),
+    ),
+    "dnc": NormSpec(
+        "Dynamic Normalization DN-C: alpha, lambda per channel from E[X] and Std[X]",
+        _build_dn("C"),
+        _dn_options("C"),
+    ),
+}
+
+
+def _parse_value(text: str) -> bool | int | float | str:
+    """``"true"``/``"false"`` -> bool, then int, then float, else the string itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _format_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _valid_names() -> str:
+    return ", ".join(NORM_SPECS)
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """Split a spec into its norm name and all its options, defaults filled in.
+
+    Example:
+        >>> name, options = parse_spec("dnb:g=oup,r=4")
+        >>> name, options["r"], options["g"], options["act"]
+        ('dnb', 4, 'oup', 'relu')
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"a norm spec must be a string, got {spec!r}")
+    name, has_options, option_text = spec.strip().partition(":")
+    name = name.strip()
+    if name not in NORM_SPECS:
+        raise ValueError(f"unknown norm {name!r} in spec {spec!r}; valid names: {_valid_names()}")
+    valid = NORM_SPECS[name].options
+    valid_text = "; ".join(option.describe(key) for key, option in valid.items()) or "none"
+    given: dict[str, object] = {}
+    for item in option_text.split(",") if has_options else ():
+        key, has_value, text = (part.strip() for part in item.partition("="))
+        if not has_value or not key or not text:
+            raise ValueError(
+                f"bad option {item!r} in spec {spec!r}: expected key=value; "
+                f"valid options of {name}: {valid_text}"
+            )
+        if key not in valid:
+            raise ValueError(
+                f"unknown option {key!r} in spec {spec!r}; valid options of {name}: {valid_text}"
+            )
+        if key in given:
+            raise ValueError(f"option {key!r} given twice in spec {spec!r}")
+        try:
+            given[key] = valid[key].check(key, _parse_value(text))
+        except ValueError as error:
+            raise ValueError(f"bad value in spec {spec!r}: {error}") from None
+    return name, {key: given.get(key, option.default) for key, option in valid.items()}
+
+
+def canonical_spec(name: str, options: dict[str, object]) -> str:
+    """The spec in canonical form: declared option order, defaults written only if ``shown``.
+
+    Example:
+        >>> canonical_spec(*parse_spec("dnb:g=1,r=16,act=relu"))
+        'dnb:r=16,g=1'
+    """
+    declared = NORM_SPECS[name].options
+    written = [
+        f"{key}={_format_value(value)}"
+        for key, value in options.items()
+        if declared[key].shown or value != declared[key].default
+    ]
+    return f"{name}:{','.join(written)}" if written else name
+
+
+class NormFactory:
+    """A ``channels -> nn.Module`` callable for one norm configuration (see :func:`make_norm`).
+
+    Attributes:
+        spec: the canonical spec string (equal specs give equal strings), or for a wrapped
+            callable its name.
+        name: the norm's name in ``NORM_SPECS``, or ``"custom"`` for a wrapped callable.
+        options: every option with its value (defaults filled in); empty for a callable.
+        conv_layer: the convolution class a model should put before this norm:
+            ``nn.Conv2d``, or ``CenConv2d`` for ``mabn`` (MABN's weight centralization).
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        name: str,
+        options: dict[str, object],
+        build: Callable[[int], nn.Module],
+        conv_layer: type[nn.Conv2d] = nn.Conv2d,
+    ) -> None:
+        self.spec = spec
+        self.name = name
+        self.options = options
+        self.conv_layer = conv_layer
+        self._build = build
+
+    def __call__(self, channels: int) -> nn.Module:
+        return self._build(channels)
+
+    def __repr__(self) -> str:
+        return f"NormFactory({self.spec!r}, conv_layer={self.conv_layer.__name__})"
+
+
+def make_norm(spec: str | Callable[[int], nn.Module]) -> NormFactory:
+    """A :class:`NormFactory` for a spec string, or wrapping a ``channels -> module`` callable.
+
+    A callable keeps its ``conv_layer`` attribute if it has one (else ``nn.Conv2d``); a
+    ``NormFactory`` is returned as is.
+
+    Example:
+        >>> factory = make_norm("dnb:r=16,g=oup")
+        >>> factory
+        NormFactory('dnb:r=16,g=oup', conv_layer=Conv2d)
+        >>> factory(32).fc2.groups
+        1
+    """
+    if isinstance(spec, NormFactory):
+        return spec
+    if callable(spec):
+        label = getattr(spec, "__qualname__", None) or repr(spec)
+        return NormFactory(label, "custom", {}, spec, getattr(spec, "conv_layer", nn.Conv2d))
+    name, options = parse_spec(spec)
+    norm = NORM_SPECS[name]
+    kwargs = {norm.options[key].kwarg: value for key, value in options.items()}
+    return NormFactory(
+        canonical_spec(name, options),
+        name,
+        options,
+        lambda channels: norm.build(channels, **kwargs),
+        norm.conv_layer,
+    )
+
+
+# The layers convert_norm replaces.
+_BATCH_NORMS = (nn.BatchNorm2d, BatchNorm2d)
+
+
+def _like(new: nn.Module, old: nn.Module) -> nn.Module:
+    """``new`` on ``old``'s device and floating dtype, in ``old``'s train/eval mode."""
+    floats = (t for t in chain(old.parameters(), old.buffers()) if t.is_floating_point())
+    reference = next(floats, None)
+    if reference is not None:
+        new = new.to(device=reference.device, dtype=reference.dtype)
+    return new.train(old.training)
+
+
+def _converted_conv(conv: nn.Conv2d, conv_layer: type[nn.Conv2d]) -> nn.Conv2d:
+    """``conv`` rebuilt as ``conv_layer`` with the same settings and weights."""
+    new = conv_layer(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    new.load_state_dict(conv.state_dict())
+    return _like(new, conv)
+
+
+def convert_norm(model: nn.Module, spec: str | Callable[[int], nn.Module]) -> nn.Module:
+    """Replace every BatchNorm2d of ``model`` (torch's or dnbook's) by ``make_norm(spec)``.
+
+    Works in place, recursively, and returns the model (or, if ``model`` is itself a
+    BatchNorm2d, its replacement). New layers are freshly initialized, on the old layer's
+    device and dtype and in its train/eval mode. If the spec asks for a special convolution
+    (``mabn``: ``CenConv2d``), every plain ``nn.Conv2d`` is rebuilt as one, keeping its
+    weights, so that a converted model matches dnbook's own model built with that spec.
+    ``SEBatchNorm2d`` layers are left whole (the BatchNorm inside them is part of the layer).
+
+    Example:
+        >>> import torchvision
+        >>> model = convert_norm(torchvision.models.resnet18(num_classes=10), "dnb:r=16,g=oup")
+        >>> type(model.bn1).__name__
+        'DynamicNorm2d'
+    """
+    factory = make_norm(spec)
+    if isinstance(model, _BATCH_NORMS):
+        return _like(factory(model.num_features), model)
+    if type(model) is nn.Conv2d and factory.conv_layer is not nn.Conv2d:
+        return _converted_conv(model, factory.conv_layer)
+    if not isinstance(model, SEBatchNorm2d):
+        for child_name, child in model.named_children():
+            setattr(model, child_name, convert_norm(child, factory))
+    return model

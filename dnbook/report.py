@@ -1,0 +1,231 @@
+"""Stored results as a Markdown report: one table per experiment, one plot per experiment.
+
+Each table has a row per variant of the experiment (its seeds pooled): the configuration knobs
+that vary within the experiment, the status, the paper's three accuracy columns as mean ± std
+over the seeds that finished, the number of seeds and the hardware. The columns follow Table 4
+of the paper: train accuracy of the last epoch, best validation accuracy, and the test accuracy
+of the best-validation weights. Runs that belong to no experiment (``python -m dnbook train``)
+go to a last table. Beside ``report.md``, one PNG per experiment shows validation and test
+accuracy against epoch with a band of one standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from dnbook.engine import TrainConfig, load_results
+from dnbook.engine.profiles import Profile, get_profile
+from dnbook.engine.store import results_root as default_results_root
+from dnbook.experiments import EXPERIMENTS
+
+# Result keys of the three accuracy columns (percent), and their headers.
+ACCURACY_COLUMNS = {
+    "train_acc": "train (last)",
+    "best_val_acc": "val (best)",
+    "test_acc_at_best_val": "test (best val)",
+}
+# TrainConfig fields shown when they vary within a table (seed never: seeds are pooled).
+KNOBS = [
+    "model",
+    "norm",
+    "width_mult",
+    "dataset",
+    "n_train",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "label_smoothing",
+    "nesterov",
+    "sync_bn",
+]
+
+
+def final_metrics(result: dict) -> dict[str, float]:
+    """A result's ``train``, ``val`` and ``test`` accuracy (percent) as the report shows them;
+    empty for a run that diverged."""
+    final = result.get("final") or {}
+    return {
+        split: final[key]
+        for split, key in zip(("train", "val", "test"), ACCURACY_COLUMNS, strict=True)
+        if final.get(key) is not None
+    }
+
+
+def _hardware(result: dict) -> str:
+    hardware = result.get("hardware") or {}
+    return hardware.get("gpu") or hardware.get("cpu") or "?"
+
+
+def runs_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per stored run: its hash, config fields, status, accuracies and hardware."""
+    rows = []
+    for result in results:
+        config = TrainConfig.from_dict(result["config"])
+        final = result.get("final") or {}
+        rows.append(
+            {
+                "hash": config.hash(),
+                "family": config.replace(seed=0).hash(),  # the same run but for the seed
+                **config.to_dict(),
+                "status": result.get("status", "?"),
+                **{key: final.get(key) for key in ACCURACY_COLUMNS},
+                "hardware": _hardware(result),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def curves_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per run, epoch and split: ``hash, seed, epoch, split, accuracy``."""
+    rows = [
+        {
+            "hash": TrainConfig.from_dict(result["config"]).hash(),
+            "seed": result["config"]["seed"],
+            "epoch": row["epoch"],
+            "split": split,
+            "accuracy": row[f"{split}_acc"],
+        }
+        for result in results
+        for row in result.get("curves") or []
+        for split in ("val", "test")
+        if row.get(f"{split}_acc") is not None
+    ]
+    return pd.DataFrame(rows, columns=["hash", "seed", "epoch", "split", "accuracy"])
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std():.2f}"
+
+
+def _status(statuses: pd.Series) -> str:
+    counts = statuses.value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{status} {count}/{len(statuses)}" for status, count in counts.items())
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (with a ``variant`` column) pooled over seeds: one row per variant, showing the
+    knobs that vary between variants, the status, mean ± std of the accuracies, seeds, hardware."""
+    varying = [knob for knob in KNOBS if runs[knob].astype(str).nunique() > 1]
+    rows = []
+    for variant, group in runs.groupby("variant", sort=False):
+        first = group.iloc[0]
+        rows.append(
+            {
+                "variant": variant,
+                **{knob: first[knob] for knob in varying},
+                "status": _status(group["status"]),
+                **{header: _mean_std(group[key]) for key, header in ACCURACY_COLUMNS.items()},
+                "seeds": len(group),
+                "hardware": ", ".join(sorted(group["hardware"].unique())),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    """A pipe table (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
+    cells = [list(map(str, table.columns))] + [list(map(str, row)) for row in table.to_numpy()]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    lines.insert(1, "|" + "---|" * len(table.columns))
+    return "\n".join(lines)
+
+
+def plot_curves(curves: pd.DataFrame, path: Path, title: str) -> Path:
+    """Validation and test accuracy against epoch, one line per variant, band = ±1 std over
+    seeds; saved as a PNG at ``path``."""
+    grid = sns.relplot(
+        data=curves,
+        x="epoch",
+        y="accuracy",
+        hue="variant",
+        col="split",
+        kind="line",
+        errorbar="sd",
+        height=3.2,
+        aspect=1.2,
+        facet_kws={"sharey": False},
+    )
+    grid.set_axis_labels("epoch", "accuracy (%)")
+    grid.figure.suptitle(title, y=1.03)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(grid.figure)
+    return path
+
+
+def _section(title: str, notes: str, runs: pd.DataFrame, curves: pd.DataFrame, png: Path) -> str:
+    lines = [f"## {title}", ""]
+    if notes:
+        lines += [notes, ""]
+    lines += [_markdown(summary_table(runs)), ""]
+    curves = curves.merge(runs[["hash", "variant"]], on="hash")
+    if not curves.empty:
+        plot_curves(curves, png, title)
+        lines += [f"![{title}]({png.name})", ""]
+    return "\n".join(lines)
+
+
+def render_report(
+    profile: str | Profile | None = None,
+    results_root: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> Path:
+    """Write ``report.md`` and its PNGs for every stored run of ``profile``.
+
+    Args:
+        profile: a profile or its name (default: :func:`get_profile`'s choice).
+        results_root: the results root (default: the engine's, ``$DNBOOK_RESULTS`` or
+            ``<repo>/results``).
+        out_dir: where to write (default: ``<results_root>/<profile>/report``).
+
+    Returns:
+        The path of ``report.md``.
+    """
+    profile = get_profile(profile)
+    root = default_results_root(results_root)
+    out_dir = Path(out_dir) if out_dir is not None else root / profile.name / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = load_results(profile.name, results_root=root)
+    lines = [
+        f"# dnbook results, profile `{profile.name}`",
+        "",
+        f"{profile.description}. {len(results)} stored runs. Accuracies in percent, "
+        "mean ± std over seeds; std needs two seeds or more.",
+        "",
+    ]
+    if not results:
+        lines.append("No stored results yet: run `python -m dnbook reproduce NAME`.")
+    else:
+        runs, curves = runs_frame(results), curves_frame(results)
+        claimed: set[str] = set()
+        for name, experiment in EXPERIMENTS.items():
+            labels = experiment.labels(profile)
+            mine = runs[runs["hash"].isin(labels)].assign(variant=lambda r: r["hash"].map(labels))
+            claimed |= set(labels)
+            if not mine.empty:
+                title = f"{name}: {experiment.title} (paper: {experiment.paper_ref})"
+                lines.append(_section(title, experiment.notes, mine, curves, out_dir / f"{name}.png"))
+        others = runs[~runs["hash"].isin(claimed)]
+        if not others.empty:
+            others = others.assign(
+                variant=others["model"] + " " + others["norm"] + " #" + others["family"].str[:6]
+            )
+            lines.append(
+                _section("Other runs", "Runs that belong to no experiment of the registry.",
+                         others, curves, out_dir / "other_runs.png")
+            )
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

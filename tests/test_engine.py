@@ -1,0 +1,291 @@
+"""The training engine on a tiny synthetic dataset: configs, NaN detection, resume equality,
+the results store and its cache, and the errors bad values raise."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from dnbook.data import DataNotFoundError, DatasetSplits
+from dnbook.engine import TrainConfig, load_results, results_frame, run, train
+from dnbook.engine import store as store_module
+from dnbook.engine.trainer import WarmupCosine, param_groups
+
+NUM_CLASSES = 4
+
+
+def tiny_splits(n_train: int = 48, n_eval: int = 16, size: int = 8) -> DatasetSplits:
+    """Random 8x8 images whose class is written in the mean of one colour channel."""
+    generator = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % NUM_CLASSES
+        x = torch.randint(0, 128, (n, 3, size, size), generator=generator)
+        x[:, 0] += (y * 40)[:, None, None]
+        return x.to(torch.uint8), y
+
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = split(n_train), split(n_eval), split(n_eval)
+    return DatasetSplits(
+        name="tiny",
+        classes=tuple(str(k) for k in range(NUM_CLASSES)),
+        train_x=train_x,
+        train_y=train_y,
+        val_x=val_x,
+        val_y=val_y,
+        test_x=test_x,
+        test_y=test_y,
+        mean=(120.0, 64.0, 64.0),
+        std=(50.0, 37.0, 37.0),
+        source="random test images",
+    )
+
+
+class PlantNaN(nn.Module):
+    """Identity until training step ``at_step`` (1-based), NaN from then on."""
+
+    def __init__(self, at_step: int):
+        super().__init__()
+        self.at_step = at_step
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+        return x * math.nan if self.calls >= self.at_step else x
+
+
+class _NaNGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad * math.nan
+
+
+class PlantNaNGradient(nn.Module):
+    """Identity forward whose backward returns NaN: a finite loss with non-finite gradients."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _NaNGradient.apply(x)
+
+
+def tiny_cnn(plant: nn.Module | None = None) -> nn.Module:
+    layers = OrderedDict(conv=nn.Conv2d(3, 8, 3, padding=1, bias=False))
+    if plant is not None:
+        layers["plant"] = plant
+    layers |= OrderedDict(
+        norm=nn.BatchNorm2d(8),
+        relu=nn.ReLU(inplace=True),
+        pool=nn.AdaptiveAvgPool2d(1),
+        flatten=nn.Flatten(),
+        dropout=nn.Dropout(0.2),  # consumes the global RNG: resume must restore it
+        fc=nn.Linear(8, NUM_CLASSES),
+    )
+    return nn.Sequential(layers)
+
+
+def config(**changes) -> TrainConfig:
+    base = TrainConfig(epochs=3, batch_size=16, eval_batch_size=16, lr=0.1, warmup_epochs=0.5)
+    return base.replace(**changes)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Checkpoints and results in a temporary folder, never in the user's cache or the repo."""
+    monkeypatch.setenv("DNBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DNBOOK_RESULTS", str(tmp_path / "results"))
+
+
+def quiet_train(cfg: TrainConfig, **options):
+    options.setdefault("model_fn", lambda num_classes: tiny_cnn())
+    return train(cfg, device="cpu", progress=False, splits=tiny_splits(), **options)
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_hash_is_stable_and_names_the_config():
+    cfg = config()
+    assert cfg.hash() == config().hash()
+    assert len(cfg.hash()) == 12 and int(cfg.hash(), 16) >= 0
+    assert cfg.replace(seed=1).hash() != cfg.hash()
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_equivalent_norm_specs_share_a_hash():
+    assert config(norm="dnb:r=16,g=1").hash() == config(norm="dnb:g=1,r=16").hash()
+    assert config(norm="dnb:r=16,g=1").hash() != config(norm="dnb:r=8,g=1").hash()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": -0.1}, "lr must be > 0"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"norm": "no_such_norm"}, "no_such_norm"),
+        ({"model": "no_such_model"}, "model must be one of"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+    ],
+)
+def test_bad_values_raise_value_error(changes, message):
+    with pytest.raises(ValueError, match=message):
+        config(**changes)
+
+
+def test_unknown_config_field_raises_value_error():
+    with pytest.raises(ValueError, match="unknown fields"):
+        TrainConfig.from_dict({"lr": 0.1, "learning_rate": 0.1})
+
+
+def test_batch_size_larger_than_the_dataset_raises_value_error():
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        quiet_train(config(batch_size=64))
+
+
+def test_missing_data_raises_an_error_that_says_how_to_get_it(monkeypatch):
+    monkeypatch.delenv("DNBOOK_DATA", raising=False)
+    with pytest.raises(DataNotFoundError, match="DNBOOK_DATA"):
+        train(config(dataset="cifar100"), device="cpu", progress=False)
+
+
+# -- schedule and weight decay ----------------------------------------------------------------
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero():
+    factor = WarmupCosine(warmup_steps=4, total_steps=12)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    decay = [factor(s) for s in range(4, 12)]
+    assert decay[0] == 1.0
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))
+    assert decay[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+
+
+@pytest.mark.parametrize("norm_weight_decay", [False, True])
+def test_norm_and_bias_parameters_get_no_weight_decay(norm_weight_decay):
+    model = tiny_cnn()
+    groups = param_groups(model, 1e-4, norm_weight_decay)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    expected = {model.conv.weight, model.fc.weight}
+    if norm_weight_decay:
+        expected |= {model.norm.weight, model.norm.bias, model.fc.bias}
+    assert decayed == {id(p) for p in expected}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def test_training_records_curves_and_final_metrics():
+    outcome = quiet_train(config())
+    assert outcome.status == "finished" and outcome.divergence is None
+    assert [row["epoch"] for row in outcome.curves] == [1, 2, 3]
+    assert outcome.steps == 3 * (48 // 16)
+    for row in outcome.curves:
+        assert 0 <= row["train_acc"] <= 100 and 0 <= row["val_acc"] <= 100
+        assert math.isfinite(row["train_loss"]) and row["lr"] > 0
+    final = outcome.final
+    assert final["test_acc_last"] == outcome.curves[-1]["test_acc"]
+    best = max(outcome.curves, key=lambda row: row["val_acc"])
+    assert final["best_epoch"] == best["epoch"] and final["best_val_acc"] == best["val_acc"]
+    assert 0 <= final["test_acc_at_best_val"] <= 100
+
+
+@pytest.mark.parametrize("at_step", [1, 5])
+def test_a_planted_nan_is_caught_and_named(at_step):
+    outcome = quiet_train(config(), model_fn=lambda num_classes: tiny_cnn(PlantNaN(at_step)))
+    assert outcome.status == "diverged"
+    record = outcome.divergence
+    assert record["step"] == at_step and record["epoch"] == 1 + (at_step - 1) // 3
+    assert record["first_nonfinite"] == {"module": "plant", "type": "PlantNaN", "where": "output"}
+    history = record["loss_history"]
+    assert len(history) == at_step and math.isnan(history[-1])
+    assert all(math.isfinite(loss) for loss in history[:-1])
+    assert outcome.steps == at_step - 1  # the NaN step was not applied
+
+
+def test_a_nan_gradient_is_named_by_the_module_that_produced_it():
+    outcome = quiet_train(config(), model_fn=lambda num_classes: tiny_cnn(PlantNaNGradient()))
+    record = outcome.divergence
+    assert outcome.status == "diverged" and record["step"] == 1
+    assert math.isfinite(record["loss"])
+    assert record["forward"] is None
+    assert record["first_nonfinite"] == {
+        "module": "plant",
+        "type": "PlantNaNGradient",
+        "where": "grad",
+    }
+
+
+def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
+    cfg = config()
+    straight = quiet_train(cfg)
+
+    checkpoint = tmp_path / "run.pt"
+
+    def interrupt_after_first_epoch(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(cfg, checkpoint_path=checkpoint, on_epoch_end=interrupt_after_first_epoch)
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+    torch.manual_seed(123)  # whatever the global RNG did since, resuming restores it
+    resumed = quiet_train(cfg, checkpoint_path=checkpoint)
+
+    def without_times(curves):
+        return [{k: v for k, v in row.items() if k != "time_s"} for row in curves]
+
+    assert without_times(resumed.curves) == without_times(straight.curves)
+    assert resumed.final == straight.final
+    torch.testing.assert_close(resumed.model.state_dict(), straight.model.state_dict(), rtol=0, atol=0)
+
+
+# -- results store ----------------------------------------------------------------------------
+
+
+def test_run_stores_a_result_and_the_second_call_is_a_cache_hit(tmp_path, monkeypatch):
+    cfg = config(epochs=1)
+    options = {"splits": tiny_splits(), "model_fn": lambda num_classes: tiny_cnn()}
+    result = run(cfg, profile="test", progress=False, device="cpu", **options)
+    path = tmp_path / "results" / "test" / f"{cfg.hash()}.json"
+    assert json.loads(path.read_text()) == result
+    assert result["status"] == "finished" and result["config"] == cfg.to_dict()
+    assert result["hash"] == cfg.hash() and result["seed"] == cfg.seed
+    for key in ("command", "hardware", "versions", "git_commit", "wall_time_s", "timestamp"):
+        assert key in result
+    assert not (tmp_path / "cache" / "checkpoints" / f"{cfg.hash()}.pt").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached config was trained again")
+
+    monkeypatch.setattr(store_module, "train", no_training)
+    assert run(cfg, profile="test", progress=False, **options) == result
+
+
+def test_a_diverged_run_is_stored_not_raised():
+    options = {"splits": tiny_splits(), "model_fn": lambda num_classes: tiny_cnn(PlantNaN(2))}
+    result = run(config(epochs=1), profile="test", progress=False, device="cpu", **options)
+    assert result["status"] == "diverged" and result["final"] is None
+    assert result["divergence"]["first_nonfinite"]["module"] == "plant"
+
+
+def test_load_results_filters_and_frames(tmp_path):
+    options = {"splits": tiny_splits(), "model_fn": lambda num_classes: tiny_cnn()}
+    for seed in (0, 1):
+        run(config(epochs=1, seed=seed), profile="test", progress=False, device="cpu", **options)
+    assert len(load_results("test")) == 2
+    (only,) = load_results("test", seed=1)
+    assert only["config"]["seed"] == 1
+    assert load_results("test", status="diverged") == []
+    frame = results_frame(load_results("test"))
+    assert sorted(frame["seed"]) == [0, 1]
+    assert {"norm", "lr", "status", "test_acc_at_best_val", "hash"} <= set(frame.columns)

@@ -1,0 +1,151 @@
+"""The profiles and the experiment registry: every experiment builds valid configurations at
+every profile, keeps the paper's settings, shares repeated runs, and stays cheap at ``ci``."""
+
+import pytest
+import torch
+
+import dnbook.experiments as experiments
+from dnbook.engine import TrainConfig
+from dnbook.engine.profiles import PROFILES, Profile, get_profile
+from dnbook.experiments import EXPERIMENTS, configs, estimate, estimate_steps, reproduce
+
+REQUIRED = {
+    "table1",
+    "table2",
+    "table3_resnet18",
+    "table3_resnet34",
+    "table4",
+    "table6",
+    "table7",
+    "table8",
+    "fig1",
+    "fig5",
+    "dnc_failure",
+    "small_batch",
+}
+
+
+def _settings(name, profile="ci"):
+    """(norm, lr, batch_size, model) of each configuration of an experiment."""
+    return {(c.norm, c.lr, c.batch_size, c.model) for c in configs(name, profile)}
+
+
+def test_every_experiment_of_the_paper_is_registered():
+    assert set(EXPERIMENTS) == REQUIRED
+    for experiment in EXPERIMENTS.values():
+        assert experiment.title and experiment.paper_ref
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_configs_follow_the_profile(name, profile):
+    p = PROFILES[profile]
+    built = configs(name, profile)
+    assert built and all(isinstance(c, TrainConfig) for c in built)
+    for c in built:
+        assert (c.dataset, c.n_train, c.n_val, c.n_test, c.stem) == (
+            p.dataset, p.n_train, p.n_val, p.n_test, p.stem
+        )
+        assert c.width_mult == (p.resnet_width_mult if c.model.startswith("resnet") else p.width_mult)
+        assert c.epochs == p.epochs_for(c.batch_size)
+        assert c.eval_batch_size <= min(n for n in (p.n_val, p.n_test, 10**9) if n)
+    # every variant is trained once per seed of the profile
+    assert len(built) % len(p.seeds) == 0
+    assert {c.seed for c in built} == set(p.seeds)
+    # every configuration has a label for the report
+    assert {c.hash() for c in built} <= set(EXPERIMENTS[name].labels(profile))
+
+
+def test_configs_keep_the_papers_settings():
+    bn, dnb1, dnb_oup = "bn", "dnb:r=16,g=1", "dnb:r=16,g=oup"
+    mnv2 = "mobilenet_v2"
+    assert _settings("table1") == {
+        (bn, 0.2, 64, mnv2),
+        ("dnc:r=16,merge=fc1", 0.1, 64, mnv2),
+        ("dnc:r=16,merge=fc2", 0.1, 64, mnv2),
+        (dnb1, 0.2, 64, mnv2),
+        (dnb_oup, 0.2, 64, mnv2),
+    }
+    assert {(n, lr) for n, lr, _, _ in _settings("table8")} == {
+        (bn, 0.2), (bn, 0.5), (dnb1, 0.2), (dnb1, 0.5)
+    }
+    assert {(lr, m) for _, lr, _, m in _settings("table3_resnet18")} == {
+        (lr, "resnet18") for lr in (0.2, 0.5, 0.8)
+    }
+    assert {(b, m) for _, _, b, m in _settings("table3_resnet34")} == {
+        (b, "resnet34") for b in (4, 8, 64)
+    }
+    assert {b for _, _, b, _ in _settings("table4")} == {8, 64}
+    assert {n for n, *_ in _settings("table6")} == {f"dnb:r={r},g=1" for r in (8, 16, 32)}
+    assert {n for n, *_ in _settings("table7")} == {f"dnb:r=16,g={g}" for g in (1, 2, 4, "oup")}
+
+
+def test_small_batch_scales_the_learning_rate_linearly():
+    settings = _settings("small_batch")
+    assert {b for _, _, b, _ in settings} == {2, 4, 8, 16, 64}
+    assert {n.split(":")[0] for n, *_ in settings} == {"bn", "gn", "mabn", "dnb"}
+    for _, lr, batch, _ in settings:
+        assert lr == pytest.approx(0.2 * batch / 64)
+
+
+def test_paper_profile_uses_the_papers_epochs_at_small_batches():
+    paper = PROFILES["paper"]
+    # Tables 3 and 4: 240 epochs at batch 64, 120 at batch 8, 60 at batch 4.
+    assert [paper.epochs_for(b) for b in (64, 8, 4)] == [240, 120, 60]
+    assert {c.epochs for c in configs("table3_resnet34", "paper")} == {240, 120, 60}
+
+
+def test_a_config_shared_by_two_experiments_trains_once():
+    table1 = {c.hash() for c in configs("table1", "cpu")}
+    table2 = {c.hash() for c in configs("table2", "cpu")}
+    assert len(table1 & table2) == 3 * len(PROFILES["cpu"].seeds)  # BN, DN-B(16,1), DN-B(16,oup)
+    everything = configs("all", "cpu")
+    hashes = [c.hash() for c in everything]
+    assert len(hashes) == len(set(hashes))
+    assert len(everything) < sum(len(configs(name, "cpu")) for name in EXPERIMENTS)
+
+
+def test_ci_profile_is_cheap_and_gpu_profile_is_not():
+    # ci: every experiment in a few minutes of CPU; the bound allows ~1,000 images/s for 2 min.
+    assert estimate("all", "ci") <= 120_000
+    assert estimate_steps("all", "ci") < estimate_steps("all", "gpu") / 100
+    assert estimate("table2", "ci") == len(configs("table2", "ci")) * 512
+
+
+def test_unknown_names_raise_value_error():
+    with pytest.raises(ValueError, match="table1"):
+        configs("table5", "ci")
+    with pytest.raises(ValueError, match="ci, cpu, gpu, paper"):
+        get_profile("laptop")
+
+
+def test_get_profile_reads_the_environment_then_cuda(monkeypatch):
+    monkeypatch.setenv("DNBOOK_PROFILE", "ci")
+    assert get_profile().name == "ci"
+    assert get_profile("paper").name == "paper"
+    assert get_profile(PROFILES["cpu"]) is PROFILES["cpu"]
+    monkeypatch.delenv("DNBOOK_PROFILE")
+    for cuda, expected in ((True, "gpu"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        assert get_profile().name == expected
+
+
+def test_profiles_are_frozen():
+    with pytest.raises(AttributeError):
+        PROFILES["ci"].epochs = 3
+    assert all(isinstance(p, Profile) and p.name == name for name, p in PROFILES.items())
+
+
+def test_reproduce_runs_each_distinct_config_once(monkeypatch):
+    calls = []
+
+    def fake_run(config, *, profile, **kwargs):
+        calls.append((config.hash(), profile, kwargs))
+        return {"status": "finished", "config": config.to_dict()}
+
+    monkeypatch.setattr(experiments, "run", fake_run)
+    results = reproduce("table2", "ci", progress=False, results_root="/nowhere")
+    expected = configs("table2", "ci")
+    assert [r["config"] for r in results] == [c.to_dict() for c in expected]
+    assert [h for h, _, _ in calls] == [c.hash() for c in expected]
+    assert all(p == "ci" and kw == {"progress": False, "results_root": "/nowhere"} for _, p, kw in calls)
