@@ -8,6 +8,9 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+# The suite is many small ops: one thread is several times faster than two on a 2-core CI machine.
+torch.set_num_threads(1)
+
 # float64 parity tolerance for from-scratch layers against PyTorch's.
 TOLERANCE = {"atol": 1e-10, "rtol": 1e-10}
 

@@ -90,3 +90,9 @@ def test_bad_input(shape, message):
 
 def test_repr():
     assert repr(GroupedFC(9, 288, g=2)) == "GroupedFC(9, 288, g=2, groups=3, bias=False)"
+
+
+def test_non_contiguous_input():
+    fc = GroupedFC(12, 24, g=2)
+    x = torch.randn(12, 5).T  # (5, 12), not contiguous
+    torch.testing.assert_close(fc(x), fc(x.contiguous()))

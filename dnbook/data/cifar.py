@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from dnbook.data.packed import save_packed
 from dnbook.data.paths import cache_dir
@@ -46,8 +49,7 @@ def download_cifar(name: str, root: str | Path) -> Path:
 def _unpickle(path: Path) -> dict:
     # The official batches are Python 2 pickles; latin1 maps their byte strings one to one.
     with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}
+        return pickle.load(f, encoding="latin1")
 
 
 def read_cifar_python(name: str, folder: str | Path) -> dict:
@@ -85,17 +87,30 @@ def file_digest(path: str | Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
+def _decode_with_pillow(encoded: np.ndarray) -> np.ndarray:
+    with Image.open(io.BytesIO(encoded.tobytes())) as image:
+        return np.asarray(image.convert("RGB")).transpose(2, 0, 1)  # (3, H, W)
+
+
 def decode_jpeg_bytes(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Decode the images ``data[offsets[i]:offsets[i + 1]]`` into uint8 (N, 3, H, W).
 
-    torchvision's libjpeg-turbo decoder returns exactly the pixels Pillow does, about three
-    times faster.
+    torchvision's libjpeg-turbo decoder gives exactly Pillow's pixels, about three times
+    faster; torchvision has deprecated its image decoders, so Pillow takes over once they go.
     """
-    from torchvision.io import ImageReadMode, decode_jpeg
-
+    spans = list(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True))
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        images = [
+            np.asarray(Image.open(io.BytesIO(data[a:b].tobytes())).convert("RGB")) for a, b in spans
+        ]
+        return np.stack(images).transpose(0, 3, 1, 2)
     blob = torch.from_numpy(data)
-    encoded = [blob[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True)]
-    return torch.stack(decode_jpeg(encoded, mode=ImageReadMode.RGB)).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded = decode_jpeg([blob[a:b] for a, b in spans], mode=ImageReadMode.RGB)
+    return torch.stack(decoded).numpy()
 
 
 def pack_jpeg_copy(source: str | Path, out: str | Path | None = None) -> Path:

@@ -125,6 +125,8 @@ def build_imagenet100(
     """Build ImageNet-100 from ``imagenet`` into ``out`` (see the module docstring) and return
     the paths written, by name (``"classes"``, ``"train"``, ..., ``"imagenet100_32"``)."""
     imagenet, out = Path(imagenet), Path(out)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
+        raise ValueError(f"sizes must be positive integers, got {list(sizes)}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     train, test = list_images(imagenet / "train"), list_images(imagenet / "val")

@@ -38,20 +38,18 @@ def random_crop_flip(
     """Crop each image of ``images`` (B, C, H, W) at ``offsets`` (B, 2) in its zero-padded
     copy, mirrored where ``flips`` (B,) is true; returns (B, C, H, W), no Python loop.
 
-    Output pixel (i, j) of image b is padded pixel
-    (offsets[b, 0] + i, offsets[b, 1] + j'), with j' = W - 1 - j if flipped else j.
+    Output pixel (i, j) of image b is padded pixel (offsets[b, 0] + i, offsets[b, 1] + j'),
+    with j' = W - 1 - j if flipped else j: crop and flip are one ``gather``.
     """
     batch, channels, height, width = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))  # (B, C, H + 2 pad, W + 2 pad)
+    padded_width = width + 2 * pad
+    padded = F.pad(images, (pad, pad, pad, pad)).flatten(2)  # (B, C, (H + 2 pad) * (W + 2 pad))
     rows = offsets[:, :1] + torch.arange(height, device=images.device)  # (B, H)
     columns = torch.arange(width, device=images.device).expand(batch, width)
     columns = torch.where(flips[:, None], width - 1 - columns, columns) + offsets[:, 1:]  # (B, W)
-    return padded[
-        torch.arange(batch, device=images.device)[:, None, None, None],
-        torch.arange(channels, device=images.device)[None, :, None, None],
-        rows[:, None, :, None],
-        columns[:, None, None, :],
-    ]
+    index = (rows[:, :, None] * padded_width + columns[:, None, :]).flatten(1)  # (B, H * W)
+    crops = padded.gather(2, index[:, None, :].expand(batch, channels, height * width))
+    return crops.view(batch, channels, height, width)
 
 
 class DeviceLoader:

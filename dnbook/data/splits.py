@@ -1,8 +1,8 @@
 """``load_dataset``: a dataset's train / validation / test splits as uint8 tensors.
 
 The splits follow the paper's Train / Val / Test columns: the validation split is carved from
-the official training set (for CIFAR, 5,000 images, 500 per class, always the same ones), and
-the official test set is the test split. ``n_train``, ``n_val`` and ``n_test`` then take
+the official training set (for CIFAR, a tenth: 5,000 images, 500 per class, always the same
+ones), and the official test set is the test split. ``n_train``, ``n_val`` and ``n_test`` then take
 class-balanced subsets of those splits, chosen by ``seed``, for the small ``ci`` and ``cpu``
 profiles.
 """
@@ -10,6 +10,7 @@ profiles.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +22,9 @@ from dnbook.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from dnbook.data.synthetic import synthetic_splits
 
 DATASET_NAMES = ("cifar10", "cifar100", "imagenet100_32", "imagenet100_64", "synthetic")
-CIFAR_VAL_SIZE = 5_000
+# Fraction of the official training set kept for validation where the packed file has no
+# validation split of its own: 5,000 of CIFAR's 50,000.
+VAL_FRACTION = 0.1
 # The validation split is a property of the dataset, not of a run: its seed is fixed.
 SPLIT_SEED = 0
 SYNTHETIC_DEFAULT_SIZES = {"train": 1_000, "val": 200, "test": 200}
@@ -138,7 +141,7 @@ def _missing_data_message(name: str) -> str:
     return f"dataset {name!r} not found ({describe_locations()}). {how}"
 
 
-def packed_path(name: str):
+def packed_path(name: str) -> Path:
     """The packed file ``load_dataset(name)`` reads, converting the shared JPEG copy of
     CIFAR-10 first if that is the only source; raises ``DataNotFoundError`` if there is none."""
     subdir = "imagenet100" if name.startswith("imagenet100") else ""
@@ -213,7 +216,7 @@ def load_dataset(
         }
         if "val" not in splits:
             x, y, everything = splits["train"]
-            val_index = balanced_subset(y, CIFAR_VAL_SIZE, SPLIT_SEED)
+            val_index = balanced_subset(y, round(VAL_FRACTION * len(y)), SPLIT_SEED)
             splits["train"] = (x, y, np.setdiff1d(everything, val_index, assume_unique=True))
             splits["val"] = (x, y, val_index)
 

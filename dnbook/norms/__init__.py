@@ -10,7 +10,7 @@ from dnbook.norms.dynamic import DynamicNorm2d
 from dnbook.norms.factory import NORM_SPECS, convert_norm, make_norm, parse_spec
 from dnbook.norms.grouped_fc import GroupedFC
 from dnbook.norms.groupnorm import GroupNorm
-from dnbook.norms.mabn import MABN2d, CenConv2d
+from dnbook.norms.mabn import CenConv2d, MABN2d
 from dnbook.norms.squeeze_excitation import SEBatchNorm2d, SqueezeExcitation
 
 __all__ = [

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 
@@ -36,3 +38,11 @@ def check_batch_statistics(layer: str, x: torch.Tensor) -> None:
             f"{layer}: expected more than 1 value per channel when training, "
             f"got {values_per_channel} (input shape {tuple(x.shape)})"
         )
+
+
+def check_choice(name: str, value: object, choices: Mapping[str, object] | tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
+    valid = tuple(choices)
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
+    return value

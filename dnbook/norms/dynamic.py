@@ -19,13 +19,19 @@ from training runs in the engine chapter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dnbook.norms._validation import check_batch_statistics, check_input, check_positive_int
+from dnbook.norms._validation import (
+    check_batch_statistics,
+    check_choice,
+    check_input,
+    check_positive_int,
+)
+from dnbook.norms.batchnorm import register_running_stats
 from dnbook.norms.grouped_fc import GroupedFC
 from dnbook.norms.squeeze_excitation import reduced_width
 
@@ -51,14 +57,6 @@ SC_INPUTS = ("normalized", "raw")
 FC2_INITS = ("zeros", "default")
 
 
-def check_choice(name: str, value: object, choices: Mapping[str, object] | tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
-    valid = tuple(choices)
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
-    return value
-
-
 class DynamicNorm2d(nn.Module):
     r"""Dynamic Normalization, DN-B (``mode="B"``) or DN-C (``mode="C"``), on (N, C, H, W).
 
@@ -80,6 +78,9 @@ class DynamicNorm2d(nn.Module):
     ``fc1``: ``nn.Linear(C, C')`` without bias, :math:`C' = \max(\lfloor C / r \rfloor, 1)`;
     ``fc2``: :class:`GroupedFC` ``(C', 2C)`` without bias, ``g`` inputs per group; ``s`` is the
     first half of FC2's output and ``t`` the second; :math:`f, h` are set by ``scale``, ``shift``.
+    FC2's number of groups is the largest divisor of :math:`C'` that is at most
+    :math:`\max(\lfloor C' / g \rfloor, 1)` and divides :math:`2C` (1 for ``g="oup"``), the rule
+    of :mod:`dnbook.norms.grouped_fc` that reproduces the paper's parameter counts.
 
     - **DN-B**: :math:`z \in \mathbb{R}^{N \times C}` is each sample's spatial mean of
       :math:`\tilde X` (``sc_input="normalized"``) or of :math:`X` (``"raw"``), so
@@ -157,6 +158,10 @@ class DynamicNorm2d(nn.Module):
         self.r = r
         self.g = g
         self.merge = check_choice("merge", merge, MERGES)
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps!r}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
         self.eps = eps
         self.momentum = momentum
         self.track_running_stats = track_running_stats
@@ -176,14 +181,8 @@ class DynamicNorm2d(nn.Module):
         self.act = ACTIVATIONS[activation]()
         self.fc2 = GroupedFC(hidden, 2 * num_features, g=g, bias=False)
 
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features))
-            self.register_buffer("running_var", torch.ones(num_features))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        # BN's buffers running_mean, running_var, num_batches_tracked (None if not tracked).
+        register_running_stats(self, num_features, track_running_stats, None, None)
         self.reset_parameters()
 
     def reset_running_stats(self) -> None:
@@ -206,10 +205,10 @@ class DynamicNorm2d(nn.Module):
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
             check_batch_statistics(name, x)
-        x_hat = self._normalize(x, use_batch_stats)  # eq. 6: (N, C, H, W)
+        x_tilde = self._normalize(x, use_batch_stats)  # eq. 6: (N, C, H, W)
 
         if self.mode == "B":
-            z = (x_hat if self.sc_input == "normalized" else x).mean(dim=(2, 3))  # (N, C)
+            z = (x_tilde if self.sc_input == "normalized" else x).mean(dim=(2, 3))  # (N, C)
             s, t = self._sc_module(z).chunk(2, dim=1)  # (N, C) each
         else:
             s, t = self._sc_module_dnc(x, use_batch_stats).chunk(2, dim=0)  # (C,) each
@@ -218,7 +217,7 @@ class DynamicNorm2d(nn.Module):
             self.last_alpha, self.last_shift = alpha.detach(), shift.detach()
 
         # eq. 7: X_hat = X_tilde * alpha + lambda, alpha and lambda broadcast over H, W
-        return x_hat * alpha[..., None, None] + shift[..., None, None]
+        return x_tilde * alpha[..., None, None] + shift[..., None, None]
 
     def _normalize(self, x: torch.Tensor, use_batch_stats: bool) -> torch.Tensor:
         """Eq. 6 with ``torch.nn.BatchNorm2d``'s running-statistics semantics, no affine."""
@@ -227,7 +226,7 @@ class DynamicNorm2d(nn.Module):
             self.num_batches_tracked.add_(1)
             # momentum=None: cumulative moving average, as in PyTorch.
             factor = (
-                1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
+                1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             )
         return F.batch_norm(
             x,
@@ -241,7 +240,7 @@ class DynamicNorm2d(nn.Module):
         )
 
     def _sc_module(self, z: torch.Tensor) -> torch.Tensor:
-        """FC2(act(FC1(z))) on (N, C) vectors, with DN-B's summaries as input: (N, 2C)."""
+        """DN-B's SC-module on the pooled features z (N, C): returns [s, t], shape (N, 2C)."""
         if self.detach_sc_input:
             z = z.detach()
         return self.fc2(self.act(self.fc1(z)))
@@ -249,6 +248,8 @@ class DynamicNorm2d(nn.Module):
     def _sc_module_dnc(self, x: torch.Tensor, use_batch_stats: bool) -> torch.Tensor:
         """DN-C's SC-module on the batch's E[X] and Std[X]: returns [s, t], shape (2C,)."""
         if use_batch_stats:
+            # F.batch_norm does not return the statistics it used, so they are computed again
+            # here: one more pass over x, for the layer the paper found does not train.
             var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)  # (C,) each
         else:
             mean, var = self.running_mean, self.running_var

@@ -27,7 +27,7 @@ from itertools import chain
 
 from torch import nn
 
-from dnbook.norms._validation import check_positive_int
+from dnbook.norms._validation import check_choice, check_positive_int
 from dnbook.norms.batchnorm import BatchNorm2d
 from dnbook.norms.dynamic import (
     ACTIVATIONS,
@@ -37,7 +37,6 @@ from dnbook.norms.dynamic import (
     SCALES,
     SHIFTS,
     DynamicNorm2d,
-    check_choice,
 )
 from dnbook.norms.grouped_fc import check_group_size
 from dnbook.norms.groupnorm import GroupNorm
@@ -308,7 +307,7 @@ def make_norm(spec: str | Callable[[int], nn.Module]) -> NormFactory:
     if isinstance(spec, NormFactory):
         return spec
     if callable(spec):
-        label = getattr(spec, "__qualname__", None) or repr(spec)
+        label = getattr(spec, "__name__", None) or repr(spec)
         return NormFactory(label, "custom", {}, spec, getattr(spec, "conv_layer", nn.Conv2d))
     name, options = parse_spec(spec)
     norm = NORM_SPECS[name]

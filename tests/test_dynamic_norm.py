@@ -1,0 +1,250 @@
+"""DynamicNorm2d (DN-B and DN-C) against a direct transcription of the paper's eq. 6-7."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from dnbook.norms import DynamicNorm2d
+
+ACTIVATIONS = {"relu": torch.relu, "silu": F.silu, "gelu": F.gelu}
+SCALES = {
+    "sigmoid": lambda s: 2 * torch.sigmoid(s),
+    "linear": lambda s: 1 + s,
+    "tanh": lambda s: 1 + torch.tanh(s),
+}
+SHIFTS = {"linear": lambda t: t, "tanh": torch.tanh}
+
+
+def reference(layer: DynamicNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 6-7 written out with plain tensor ops and FC2 as a dense block-diagonal matrix."""
+    c = layer.num_features
+    if layer.training or not layer.track_running_stats:
+        mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+    else:
+        mean, var = layer.running_mean, layer.running_var
+    std = torch.sqrt(var + layer.eps)
+    x_tilde = (x - mean[:, None, None]) / std[:, None, None]
+    w1 = layer.fc1.weight  # (C', C)
+    groups = layer.fc2.groups
+    w2 = torch.block_diag(*layer.fc2.weight.view(groups, 2 * c // groups, -1))  # (2C, C')
+    act = ACTIVATIONS[layer.activation]
+    maybe_detach = (lambda v: v.detach()) if layer.detach_sc_input else (lambda v: v)
+    if layer.mode == "B":
+        z = maybe_detach((x_tilde if layer.sc_input == "normalized" else x).mean(dim=(2, 3)))
+        st = act(z @ w1.T) @ w2.T  # (N, 2C)
+        s, t = st[:, :c], st[:, c:]
+    else:
+        hidden_e, hidden_std = maybe_detach(mean) @ w1.T, maybe_detach(std) @ w1.T
+        if layer.merge == "fc1":
+            st = act(hidden_e + hidden_std) @ w2.T
+        else:
+            st = act(hidden_e) @ w2.T + act(hidden_std) @ w2.T
+        s, t = st[:c], st[c:]
+    alpha, shift = SCALES[layer.scale](s), SHIFTS[layer.shift](t)
+    return x_tilde * alpha[..., None, None] + shift[..., None, None]
+
+
+CONFIGS = [
+    {"mode": "B"},
+    {"mode": "B", "g": "oup", "activation": "silu", "scale": "linear"},
+    {"mode": "B", "g": 2, "activation": "gelu", "scale": "tanh", "shift": "tanh"},
+    {"mode": "B", "sc_input": "raw", "momentum": None},
+    {"mode": "B", "detach_sc_input": True},
+    {"mode": "C", "merge": "fc1"},
+    {"mode": "C", "merge": "fc2", "g": 2, "scale": "tanh", "shift": "tanh"},
+    {"mode": "C", "merge": "fc1", "g": "oup", "detach_sc_input": True, "activation": "silu"},
+]
+
+
+def _layer(**options) -> DynamicNorm2d:
+    """A DN layer of 24 channels (hidden width 6) with a random, non-zero FC2."""
+    options = {"r": 4, "fc2_init": "default", **options}
+    return DynamicNorm2d(24, **options).double()
+
+
+def _batch(step: int = 0, n: int = 4) -> torch.Tensor:
+    return (torch.randn(n, 24, 5, 5, dtype=torch.float64) * (1 + step) + step).requires_grad_()
+
+
+@pytest.mark.parametrize("options", CONFIGS)
+@pytest.mark.parametrize("training", [True, False])
+def test_matches_the_equations(options, training):
+    layer = _layer(**options)
+    bn = nn.BatchNorm2d(24, affine=False, momentum=layer.momentum).double()
+    for step in range(3):  # non-trivial running statistics, updated exactly as PyTorch's BN
+        x = _batch(step)
+        layer(x), bn(x)
+    torch.testing.assert_close(dict(layer.named_buffers()), dict(bn.named_buffers()))
+
+    layer.train(training)
+    x = _batch(3)
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = layer(x), reference(layer, x_ref)
+    torch.testing.assert_close(y, y_ref)
+
+    grad = torch.randn_like(y)
+    weights = [layer.fc1.weight, layer.fc2.weight]
+    grads = torch.autograd.grad(y, [x, *weights], grad)
+    grads_ref = torch.autograd.grad(y_ref, [x_ref, *weights], grad)
+    torch.testing.assert_close(grads, grads_ref)
+
+
+@pytest.mark.parametrize("options", CONFIGS)
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_zero_initialized_fc2_is_batchnorm_with_unit_gamma(options, momentum):
+    layer = DynamicNorm2d(24, r=4, **{**options, "momentum": momentum}).double()
+    bn = nn.BatchNorm2d(24, momentum=momentum).double()
+    for step in range(3):
+        x = _batch(step)
+        torch.testing.assert_close(layer(x), bn(x))
+    torch.testing.assert_close(dict(layer.named_buffers()), dict(bn.named_buffers()))
+    layer.eval(), bn.eval()
+    x = _batch(3)
+    torch.testing.assert_close(layer(x), bn(x))
+
+
+def test_state_has_no_affine_parameters():
+    layer = DynamicNorm2d(64, mode="B", r=16, g=1)
+    assert set(layer.state_dict()) == {
+        "fc1.weight",
+        "fc2.weight",
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+    }
+    assert layer.fc1.weight.shape == (4, 64)  # c -> c // r
+    assert layer.fc2.weight.shape == (128, 1)  # c // r -> 2c, one input per group (g=1)
+
+
+@pytest.mark.parametrize("mode", ["B", "C"])
+def test_without_running_stats_eval_uses_batch_statistics(mode):
+    layer = _layer(mode=mode, track_running_stats=False)
+    assert layer.running_mean is None and layer.num_batches_tracked is None
+    x = _batch()
+    y_train = layer(x)
+    torch.testing.assert_close(layer.eval()(x), y_train)
+
+
+def test_dnb_in_eval_treats_each_sample_alone():
+    torch.manual_seed(0)
+    dn = lambda c: DynamicNorm2d(c, mode="B", r=4, fc2_init="default")  # noqa: E731
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), dn(16), nn.ReLU(), nn.Conv2d(16, 16, 3), dn(16)
+    ).double()
+    for _ in range(3):  # move the running statistics and weights away from their init
+        model.zero_grad()
+        model(torch.randn(8, 3, 8, 8, dtype=torch.float64)).square().mean().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+    model.eval()
+    batch = torch.randn(64, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        together = model(batch)
+        alone = torch.cat([model(batch[i : i + 1]) for i in range(0, 64, 9)])
+    torch.testing.assert_close(alone, together[::9], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("mode", "shape"), [("B", (4, 24)), ("C", (24,))])
+def test_record_affine(mode, shape):
+    layer = _layer(mode=mode, record_affine=True)
+    assert layer.last_alpha is None
+    layer(_batch())
+    assert layer.last_alpha.shape == layer.last_shift.shape == shape
+    assert not layer.last_alpha.requires_grad
+    off = _layer(mode=mode)  # off by default
+    off(_batch())
+    assert off.last_alpha is None
+
+
+@pytest.mark.parametrize(
+    ("options", "fc1_macs", "fc2_macs"),
+    [
+        # DN-B: both FCs once per sample (N = 4), 24 -> 6 -> 48 with 3 groups for g=2.
+        ({"mode": "B", "g": 2}, 4 * 24 * 6, 4 * 6 * 48 // 3),
+        # DN-C: FC1 once per branch (E and Std); FC2 once (merge=fc1) or per branch (fc2).
+        ({"mode": "C", "merge": "fc1"}, 2 * 24 * 6, 6 * 48 // 6),
+        ({"mode": "C", "merge": "fc2", "g": "oup"}, 2 * 24 * 6, 2 * 6 * 48),
+    ],
+)
+def test_flop_counter_sees_both_fcs(options, fc1_macs, fc2_macs):
+    layer = DynamicNorm2d(24, r=4, **options).eval()
+    with FlopCounterMode(display=False) as counter:
+        layer(torch.randn(4, 24, 5, 5))
+    counts = counter.get_flop_counts()
+    assert sum(counts["DynamicNorm2d.fc1"].values()) == 2 * fc1_macs
+    assert sum(counts["DynamicNorm2d.fc2"].values()) == 2 * fc2_macs
+    assert counter.get_total_flops() == 2 * (fc1_macs + fc2_macs)
+
+
+def test_reset_parameters_restores_the_initial_state():
+    layer = _layer(mode="B", fc2_init="zeros")
+    with torch.no_grad():
+        layer.fc2.weight.fill_(1.0)
+    layer(_batch())
+    layer.reset_parameters()
+    assert not layer.fc2.weight.any()
+    assert layer.num_batches_tracked == 0 and not layer.running_mean.any()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "b"}, "mode must be one of 'B', 'C'; got 'b'"),
+        ({"merge": "sum"}, "merge must be one of 'fc1', 'fc2'; got 'sum'"),
+        ({"activation": "tanh"}, "activation must be one of 'relu', 'silu', 'gelu'"),
+        ({"scale": "exp"}, "scale must be one of 'sigmoid', 'linear', 'tanh'; got 'exp'"),
+        ({"shift": "sigmoid"}, "shift must be one of 'linear', 'tanh'; got 'sigmoid'"),
+        ({"sc_input": "pooled"}, "sc_input must be one of 'normalized', 'raw'"),
+        ({"fc2_init": "ones"}, "fc2_init must be one of 'zeros', 'default'; got 'ones'"),
+        ({"r": 0}, "r must be a positive integer, got 0"),
+        ({"eps": 0}, "eps must be positive, got 0"),
+        ({"momentum": 1.5}, "momentum must be in \\[0, 1\\] or None, got 1.5"),
+        ({"g": "all"}, "g must be a positive integer or 'oup', got 'all'"),
+    ],
+)
+def test_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        DynamicNorm2d(32, **options)
+
+
+@pytest.mark.parametrize("mode", ["B", "C"])
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((4, 24, 5), "expected a 4-D input"),
+        ((4, 23, 5, 5), "expected 24 channels"),
+        ((1, 24, 1, 1), "expected more than 1 value per channel when training, got 1"),
+    ],
+)
+def test_bad_input(mode, shape, message):
+    with pytest.raises(ValueError, match=message):
+        DynamicNorm2d(24, mode=mode, r=4)(torch.randn(shape))
+
+
+def test_single_value_per_channel_is_fine_in_eval():
+    layer = DynamicNorm2d(24, r=4).eval()
+    assert layer(torch.randn(1, 24, 1, 1)).shape == (1, 24, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            {},
+            "64, mode=B, r=16, g=1, sc_input=normalized, eps=1e-05, momentum=0.1, "
+            "track_running_stats=True, activation=relu, scale=sigmoid, shift=linear, "
+            "detach_sc_input=False, fc2_init=zeros, record_affine=False",
+        ),
+        (
+            {"mode": "C", "merge": "fc2", "g": "oup", "momentum": None},
+            "64, mode=C, r=16, g=oup, merge=fc2, eps=1e-05, momentum=None, "
+            "track_running_stats=True, activation=relu, scale=sigmoid, shift=linear, "
+            "detach_sc_input=False, fc2_init=zeros, record_affine=False",
+        ),
+    ],
+)
+def test_extra_repr(options, expected):
+    assert DynamicNorm2d(64, **options).extra_repr() == expected
