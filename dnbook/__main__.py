@@ -17,7 +17,10 @@ PROFILE_HELP = (
     + "; ".join(f"{name}: {profile.description}" for name, profile in PROFILES.items())
     + ". Default: $DNBOOK_PROFILE, else gpu where CUDA is available, else cpu"
 )
-RESULTS_HELP = "results root; runs are stored under DIR/<profile>/ (default: $DNBOOK_RESULTS or <repo>/results)"
+RESULTS_HELP = (
+    "results root; runs are stored under DIR/<profile>/ "
+    "(default: $DNBOOK_RESULTS, else <repo>/results)"
+)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -29,7 +32,9 @@ def _train(args: argparse.Namespace) -> int:
     # The profile supplies the scale (dataset, subset, epochs, width, stem); every option given
     # on the command line overrides it.
     given = {field: getattr(args, field) for field in TRAIN_FIELDS}
-    config = train_config(profile, **{field: value for field, value in given.items() if value is not None})
+    config = train_config(
+        profile, **{field: value for field, value in given.items() if value is not None}
+    )
     result = run(
         config,
         profile=profile.name,
@@ -53,21 +58,23 @@ def _summary(result: dict) -> str:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from dnbook.engine.profiles import get_profile
+    from dnbook.engine.store import result_path
     from dnbook.experiments import configs, estimate, estimate_steps, reproduce
 
     profile = get_profile(args.profile)
     todo = configs(args.name, profile)
+    stored = {c.hash() for c in todo if result_path(c, profile.name, args.results_dir).exists()}
     print(
-        f"{args.name} at profile {profile.name}: {len(todo)} runs, "
-        f"{estimate(args.name, profile):,} training images, "
-        f"{estimate_steps(args.name, profile):,} steps (finished runs are skipped)"
+        f"{args.name} at profile {profile.name}: {len(todo)} runs "
+        f"({len(stored)} already stored, skipped), {estimate(args.name, profile):,} training "
+        f"images and {estimate_steps(args.name, profile):,} steps for all of them"
     )
     if args.dry_run:
         for config in todo:
             print(
                 f"  {config.hash()}  {config.model:<12} {config.norm:<22} "
                 f"batch {config.batch_size:<3} lr {config.lr:<8g} epochs {config.epochs:<3} "
-                f"seed {config.seed}"
+                f"seed {config.seed}" + ("  (stored)" if config.hash() in stored else "")
             )
         return 0
     results = reproduce(
@@ -98,36 +105,46 @@ def _complexity(args: argparse.Namespace) -> int:
     return 0
 
 
-# TrainConfig fields that `train` exposes, with their options' help.
+# TrainConfig fields that `train` exposes: (help, type). The profile supplies the fields of
+# PROFILE_FIELDS (and the epochs); the others default to TrainConfig's values.
 TRAIN_OPTIONS = {
-    "model": ("mobilenet_v2, resnet18 or resnet34", str, "mobilenet_v2"),
+    "model": ("mobilenet_v2, resnet18 or resnet34", str),
     "norm": (
         "norm layer spec, e.g. bn, gn:groups=8, mabn:buffer=4, se:r=16, dnb:r=16,g=1, "
         "dnb:r=16,g=oup, dnc:r=16,merge=fc1 (see dnbook.norms.NORM_SPECS)",
         str,
-        "bn",
     ),
-    "dataset": ("cifar10, cifar100, imagenet100_32, imagenet100_64 or synthetic", str, None),
-    "epochs": ("passes over the training split", int, None),
-    "lr": ("peak learning rate, reached after the warm-up (cosine decay after it)", float, 0.2),
-    "batch_size": ("training images per step (and per process under torchrun)", int, 64),
-    "seed": ("seed of the initialization, augmentation and batch order", int, None),
-    "width_mult": ("channel multiplier of the model", float, None),
-    "stem": ("cifar (no early downsampling, 32 px images) or imagenet", str, None),
-    "n_train": ("training images to use (a fixed subset)", int, None),
-    "n_val": ("validation images to use", int, None),
-    "n_test": ("test images to use", int, None),
-    "weight_decay": ("L2 penalty (not on norm layers and biases)", float, None),
-    "warmup_epochs": ("linear warm-up length in epochs, may be fractional", float, None),
-    "label_smoothing": ("cross-entropy label smoothing in [0, 1)", float, None),
+    "dataset": ("cifar10, cifar100, imagenet100_32, imagenet100_64 or synthetic", str),
+    "epochs": ("passes over the training split", int),
+    "lr": ("peak learning rate, reached after the warm-up, then cosine decay", float),
+    "batch_size": ("training images per step (and per process under torchrun)", int),
+    "seed": ("seed of the initialization, augmentation and batch order", int),
+    "width_mult": ("channel multiplier of the model", float),
+    "stem": ("cifar (no early downsampling, 32 px images) or imagenet", str),
+    "n_train": ("training images to use (a fixed class-balanced subset)", int),
+    "n_val": ("validation images to use", int),
+    "n_test": ("test images to use", int),
+    "weight_decay": ("L2 penalty (none on norm layers and biases)", float),
+    "warmup_epochs": ("linear warm-up length in epochs, may be fractional", float),
+    "label_smoothing": ("cross-entropy label smoothing in [0, 1)", float),
 }
+PROFILE_FIELDS = ("dataset", "epochs", "seed", "width_mult", "stem", "n_train", "n_val", "n_test")
 TRAIN_FIELDS = (*TRAIN_OPTIONS, "nesterov", "sync_bn")
+
+
+def _default_text(field: str) -> str:
+    if field in PROFILE_FIELDS:
+        return "the profile's"
+    from dnbook.engine import TrainConfig
+
+    return str(TrainConfig.__dataclass_fields__[field].default)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dnbook",
-        description="dnbook: train and compare normalization layers (BN, GN, MABN, SE, DN-C, DN-B).",
+        description="dnbook: train and compare normalization layers "
+        "(BN, GN, MABN, SE, DN-C, DN-B) on the paper's experiments.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -139,17 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration already in the results store is not trained again. Runs under "
         "torchrun --nproc_per_node=N as well (DDP).",
     )
-    for field, (text, kind, default) in TRAIN_OPTIONS.items():
-        shown = f" (default: {default})" if default is not None else " (default: the profile's)"
+    for field, (text, kind) in TRAIN_OPTIONS.items():
         train.add_argument(
-            "--" + field.replace("_", "-"), type=kind, default=default, help=text + shown
+            "--" + field.replace("_", "-"),
+            type=kind,
+            default=None,
+            help=f"{text} (default: {_default_text(field)})",
         )
     train.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
     train.add_argument(
         "--sync-bn",
         action="store_true",
         default=None,
-        help="under torchrun, synchronize BN statistics across processes (default: per process, as in the paper)",
+        help="under torchrun, synchronize BN statistics across processes "
+        "(default: per process, as in the paper)",
     )
     _add_run_options(train)
 
@@ -187,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--profile", choices=list(PROFILES), default=None, help=PROFILE_HELP)
     report.add_argument("--results-dir", default=None, metavar="DIR", help=RESULTS_HELP)
     report.add_argument(
-        "--out", default=None, metavar="DIR", help="output folder (default: <results>/<profile>/report)"
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default: <results>/<profile>/report)",
     )
 
     commands.add_parser(
@@ -196,8 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Count parameters and multiply-adds of MobileNetV2 and ResNet with each norm "
         "layer at 224 px and print them next to the paper's #p and Mult-Adds columns.",
     )
-    for name, handler in (("train", _train), ("reproduce", _reproduce), ("report", _report),
-                          ("complexity", _complexity)):
+    for name, handler in (
+        ("train", _train),
+        ("reproduce", _reproduce),
+        ("report", _report),
+        ("complexity", _complexity),
+    ):
         commands.choices[name].set_defaults(handler=handler)
     return parser
 
@@ -205,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=list(PROFILES), default=None, help=PROFILE_HELP)
     parser.add_argument("--results-dir", default=None, metavar="DIR", help=RESULTS_HELP)
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -57,8 +57,8 @@ GN = "gn:groups=8"
 
 
 def mabn(batch_size: int) -> str:
-    """MABN with a moving-average window that makes the statistics span about 32 images
-    (``buffer_size * batch_size``), the effective batch MABN's authors aim for."""
+    """MABN whose moving-average window spans about 32 images (``buffer_size * batch_size``):
+    our choice, so that at every batch size MABN averages as many images as a batch of 32."""
     return f"mabn:buffer={max(1, 32 // batch_size)}"
 
 
@@ -112,26 +112,24 @@ class Experiment:
     title: str
     paper_ref: str
     notes: str
-    variants: Callable[[Profile], list[tuple[str, dict]]]
+    variants: tuple[tuple[str, dict], ...]
+
+    def _labelled(self, profile: str | Profile | None) -> list[tuple[str, TrainConfig]]:
+        """(variant label, config) for every variant and every seed of ``profile``."""
+        profile = get_profile(profile)
+        return [
+            (label, train_config(profile, seed=seed, **options))
+            for label, options in self.variants
+            for seed in profile.seeds
+        ]
 
     def builder(self, profile: str | Profile | None = None) -> list[TrainConfig]:
         """The experiment's configurations at ``profile``: every variant times every seed."""
-        profile = get_profile(profile)
-        built = [
-            train_config(profile, seed=seed, **options)
-            for _, options in self.variants(profile)
-            for seed in profile.seeds
-        ]
-        return _unique(built)
+        return _unique(config for _, config in self._labelled(profile))
 
     def labels(self, profile: str | Profile | None = None) -> dict[str, str]:
-        """Config hash (any seed) -> the variant's label, for tables and plot legends."""
-        profile = get_profile(profile)
-        return {
-            train_config(profile, seed=seed, **options).hash(): label
-            for label, options in self.variants(profile)
-            for seed in profile.seeds
-        }
+        """Config hash -> the variant's label, for tables and plot legends."""
+        return {config.hash(): label for label, config in self._labelled(profile)}
 
 
 def _unique(configs: Iterable[TrainConfig]) -> list[TrainConfig]:
@@ -142,44 +140,43 @@ def _unique(configs: Iterable[TrainConfig]) -> list[TrainConfig]:
     return list(seen.values())
 
 
-def _fixed(*variants: tuple[str, dict]) -> Callable[[Profile], list[tuple[str, dict]]]:
-    """Variants that do not depend on the profile."""
-    return lambda profile: list(variants)
-
-
 BN = ("BN", {"norm": "bn"})
 DNB_16_1 = ("DN-B(16,1)", {"norm": dnb(16, 1)})
 DNB_16_OUP = ("DN-B(16,oup)", {"norm": dnb(16, "oup")})
 SMALL_BATCHES = (2, 4, 8, 16, 64)
 
 
-def _lr_sweep(norms: dict[str, str], lrs: Iterable[float], **common) -> list[tuple[str, dict]]:
-    return [
+Variants = tuple[tuple[str, dict], ...]
+
+
+def _lr_sweep(norms: dict[str, str], lrs: Iterable[float], **common) -> Variants:
+    """Every norm at every learning rate."""
+    return tuple(
         (f"{label} lr {lr}", {"norm": norm, "lr": lr, **common})
         for label, norm in norms.items()
         for lr in lrs
-    ]
+    )
 
 
 def _batch_sweep(
     norms: dict[str, str | Callable[[int], str]], batches: Iterable[int], **common
-) -> list[tuple[str, dict]]:
-    return [
+) -> Variants:
+    """Every norm at every batch size (a callable norm gets the batch size: MABN's window)."""
+    return tuple(
         (f"{label} b{b}", {"norm": norm(b) if callable(norm) else norm, "batch_size": b, **common})
         for label, norm in norms.items()
         for b in batches
-    ]
+    )
 
 
-def _small_batch(profile: Profile) -> list[tuple[str, dict]]:
-    # lr = 0.1 * B / 32: the linear scaling rule the GN paper used for its Figure 1, which gives
-    # the paper's 0.2 at batch 64 (so those runs are shared with Tables 1-2).
-    norms = {"BN": "bn", "GN": GN, "MABN": mabn, "DN-B(16,1)": dnb(16, 1)}
-    return [
-        (label, {**options, "lr": 0.1 * options["batch_size"] / 32})
-        for label, options in _batch_sweep(norms, SMALL_BATCHES)
-    ]
-
+# lr = 0.1 * B / 32: the linear scaling rule the GN paper used for its Figure 1; it gives the
+# paper's 0.2 at batch 64, so those runs are shared with Tables 1-2.
+SMALL_BATCH_VARIANTS = tuple(
+    (label, {**options, "lr": 0.1 * options["batch_size"] / 32})
+    for label, options in _batch_sweep(
+        {"BN": "bn", "GN": GN, "MABN": mabn, "DN-B(16,1)": dnb(16, 1)}, SMALL_BATCHES
+    )
+)
 
 _EXPERIMENTS = [
     Experiment(
@@ -187,7 +184,7 @@ _EXPERIMENTS = [
         "MobileNetV2: BN, DN-C and DN-B",
         "Table 1",
         "DN-C at lr 0.1 as in the paper's footnotes (both merge variants); the others at 0.2.",
-        _fixed(
+        (
             BN,
             ("DN-C fc1 lr 0.1", {"norm": dnc("fc1"), "lr": 0.1}),
             ("DN-C fc2 lr 0.1", {"norm": dnc("fc2"), "lr": 0.1}),
@@ -200,7 +197,7 @@ _EXPERIMENTS = [
         "MobileNetV2: BN, SE then BN, DN-B",
         "Table 2",
         "SE is the paper's 'SE block directly in front of BN' (eq. 3-5), spec se:r=16.",
-        _fixed(BN, ("SE+BN", {"norm": SE_BN}), DNB_16_1, DNB_16_OUP),
+        (BN, ("SE+BN", {"norm": SE_BN}), DNB_16_1, DNB_16_OUP),
     ),
     Experiment(
         "table3_resnet18",
@@ -208,8 +205,7 @@ _EXPERIMENTS = [
         "Table 3 (res-18)",
         "The paper's DN-B rows use r=4 at lr 0.2 and 0.5 and r=16 at 0.8; we keep DN-B(16,oup) "
         "at every lr so that the learning rate is the only thing that changes.",
-        _fixed(*_lr_sweep({"BN": "bn", "DN-B(16,oup)": dnb(16, "oup")}, (0.2, 0.5, 0.8),
-                          model="resnet18")),
+        _lr_sweep({"BN": "bn", "DN-B(16,oup)": dnb(16, "oup")}, (0.2, 0.5, 0.8), model="resnet18"),
     ),
     Experiment(
         "table3_resnet34",
@@ -218,45 +214,45 @@ _EXPERIMENTS = [
         "lr 0.2 at every batch size: the paper does not state it for these rows and keeps 0.2 "
         "elsewhere; epochs shrink with the batch as in the paper (60 at 4, 120 at 8, 240 at 64 "
         "under the paper profile). The paper's extra DN-B(32,oup) row at batch 64 is left out.",
-        _fixed(*_batch_sweep({"BN": "bn", "DN-B(16,oup)": dnb(16, "oup")}, (4, 8, 64),
-                             model="resnet34")),
+        _batch_sweep({"BN": "bn", "DN-B(16,oup)": dnb(16, "oup")}, (4, 8, 64), model="resnet34"),
     ),
     Experiment(
         "table4",
         "MobileNetV2: training batch 8 against 64",
         "Table 4",
-        "lr 0.2 at batch 8 as in the paper (that is the point: BN-8 fails). The table's second "
-        "half, test batch 1, 2 and 32, is an evaluation of the batch-64 models, not a training: "
-        "the notebook evaluates the stored checkpoints at those batch sizes.",
-        _fixed(*_batch_sweep({"BN": "bn", "DN-B(16,1)": dnb(16, 1)}, (8, 64))),
+        "lr 0.2 at batch 8 as in the paper, which reports BN failing to train there. The "
+        "table's second half (test batch 1, 2 and 32) is an evaluation of the batch-64 models, "
+        "not a training; it needs their weights, which the results store does not keep: the "
+        "chapter keeps the model that dnbook.engine.train returns, or trains it again.",
+        _batch_sweep({"BN": "bn", "DN-B(16,1)": dnb(16, 1)}, (8, 64)),
     ),
     Experiment(
         "table6",
         "DN-B: the reduction ratio r",
         "Table 6",
         "",
-        _fixed(*[(f"DN-B({r},1)", {"norm": dnb(r, 1)}) for r in (8, 16, 32)]),
+        tuple((f"DN-B({r},1)", {"norm": dnb(r, 1)}) for r in (8, 16, 32)),
     ),
     Experiment(
         "table7",
         "DN-B: channels per group g",
         "Table 7",
         "",
-        _fixed(*[(f"DN-B(16,{g})", {"norm": dnb(16, g)}) for g in (1, 2, 4, "oup")]),
+        tuple((f"DN-B(16,{g})", {"norm": dnb(16, g)}) for g in (1, 2, 4, "oup")),
     ),
     Experiment(
         "table8",
         "MobileNetV2 at lr 0.2 and 0.5",
         "Table 8",
         "",
-        _fixed(*_lr_sweep({"BN": "bn", "DN-B(16,1)": dnb(16, 1)}, (0.2, 0.5))),
+        _lr_sweep({"BN": "bn", "DN-B(16,1)": dnb(16, 1)}, (0.2, 0.5)),
     ),
     Experiment(
         "fig1",
         "Accuracy against epoch, BN and DN-B(16,oup)",
         "Figure 1",
         "The curves are the per-epoch validation and test accuracy of the stored runs.",
-        _fixed(BN, DNB_16_OUP),
+        (BN, DNB_16_OUP),
     ),
     Experiment(
         "fig5",
@@ -264,7 +260,7 @@ _EXPERIMENTS = [
         "Figure 5, Table 9",
         "The paper's text says DN-B(16,1) and its Table 9 says DN-B(16,oup): both are trained "
         "(both are shared with Table 2). The notebook records alpha and lambda at inference.",
-        _fixed(DNB_16_1, DNB_16_OUP),
+        (DNB_16_1, DNB_16_OUP),
     ),
     Experiment(
         "dnc_failure",
@@ -272,12 +268,9 @@ _EXPERIMENTS = [
         "Table 1, footnotes 1-2",
         "The paper's lr 0.1 and a higher one, 0.5 (Table 8's), to look for the conditions under "
         "which DN-C fails; BN and DN-B(16,1) under the same settings as controls.",
-        _fixed(
-            *_lr_sweep(
-                {"BN": "bn", "DN-B(16,1)": dnb(16, 1), "DN-C fc1": dnc("fc1"),
-                 "DN-C fc2": dnc("fc2")},
-                (0.1, 0.5),
-            )
+        _lr_sweep(
+            {"BN": "bn", "DN-B(16,1)": dnb(16, 1), "DN-C fc1": dnc("fc1"), "DN-C fc2": dnc("fc2")},
+            (0.1, 0.5),
         ),
     ),
     Experiment(
@@ -288,7 +281,7 @@ _EXPERIMENTS = [
         "which keeps 0.2 at batch 8. GN with 8 groups (MobileNetV2's widths are multiples of 8, "
         "not 32). MABN's moving-average window spans about 32 images (buffer = 32 / batch). "
         "Runs below the profile's small_batch_reference get fewer epochs, equal steps.",
-        _small_batch,
+        SMALL_BATCH_VARIANTS,
     ),
 ]
 
@@ -364,7 +357,9 @@ def reproduce(
     profile = get_profile(profile)
     todo = configs(name_or_all, profile)
     if jobs <= 1:
-        return [run(config, profile=profile.name, progress=progress, **run_kwargs) for config in todo]
+        return [
+            run(config, profile=profile.name, progress=progress, **run_kwargs) for config in todo
+        ]
     # Imported here: only this path needs processes.
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

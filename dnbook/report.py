@@ -16,10 +16,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
-from dnbook.engine import TrainConfig, load_results
+from dnbook.engine import TrainConfig, load_results, results_dir, results_frame
 from dnbook.engine.profiles import Profile, get_profile
-from dnbook.engine.store import results_root as default_results_root
 from dnbook.experiments import EXPERIMENTS
 
 # Result keys of the three accuracy columns (percent), and their headers.
@@ -57,35 +57,24 @@ def final_metrics(result: dict) -> dict[str, float]:
     }
 
 
-def _hardware(result: dict) -> str:
-    hardware = result.get("hardware") or {}
-    return hardware.get("gpu") or hardware.get("cpu") or "?"
-
-
 def runs_frame(results: list[dict]) -> pd.DataFrame:
-    """One row per stored run: its hash, config fields, status, accuracies and hardware."""
-    rows = []
-    for result in results:
-        config = TrainConfig.from_dict(result["config"])
-        final = result.get("final") or {}
-        rows.append(
-            {
-                "hash": config.hash(),
-                "family": config.replace(seed=0).hash(),  # the same run but for the seed
-                **config.to_dict(),
-                "status": result.get("status", "?"),
-                **{key: final.get(key) for key in ACCURACY_COLUMNS},
-                "hardware": _hardware(result),
-            }
-        )
-    return pd.DataFrame(rows)
+    """The engine's :func:`~dnbook.engine.results_frame` plus the columns the report needs:
+    ``family`` (the hash of the config with seed 0: runs that differ only by seed share it) and
+    ``hardware`` (the GPU, else the CPU)."""
+    frame = results_frame(results)
+    frame["family"] = [TrainConfig.from_dict(r["config"]).replace(seed=0).hash() for r in results]
+    frame["hardware"] = [
+        (r.get("hardware") or {}).get("gpu") or (r.get("hardware") or {}).get("cpu") or "?"
+        for r in results
+    ]
+    return frame
 
 
 def curves_frame(results: list[dict]) -> pd.DataFrame:
     """One row per run, epoch and split: ``hash, seed, epoch, split, accuracy``."""
     rows = [
         {
-            "hash": TrainConfig.from_dict(result["config"]).hash(),
+            "hash": result["hash"],
             "seed": result["config"]["seed"],
             "epoch": row["epoch"],
             "split": split,
@@ -108,11 +97,16 @@ def _mean_std(values: pd.Series) -> str:
     return f"{values.mean():.2f} ± {values.std():.2f}"
 
 
-def _status(statuses: pd.Series) -> str:
-    counts = statuses.value_counts()
-    if len(counts) == 1:
-        return str(counts.index[0])
-    return ", ".join(f"{status} {count}/{len(statuses)}" for status, count in counts.items())
+def _status(group: pd.DataFrame) -> str:
+    """``finished``, or how many seeds diverged and where the first of them did."""
+    diverged = group[group["status"] == "diverged"]
+    if diverged.empty:
+        return ", ".join(sorted(group["status"].unique()))
+    first = diverged.sort_values("diverged_step").iloc[0]
+    return (
+        f"**diverged** {len(diverged)}/{len(group)} "
+        f"(step {first['diverged_step']:.0f}, {first['diverged_module']})"
+    )
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +120,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
             {
                 "variant": variant,
                 **{knob: first[knob] for knob in varying},
-                "status": _status(group["status"]),
+                "status": _status(group),
                 **{header: _mean_std(group[key]) for key, header in ACCURACY_COLUMNS.items()},
                 "seeds": len(group),
                 "hardware": ", ".join(sorted(group["hardware"].unique())),
@@ -151,7 +145,9 @@ def plot_curves(curves: pd.DataFrame, path: Path, title: str) -> Path:
         x="epoch",
         y="accuracy",
         hue="variant",
+        hue_order=list(curves["variant"].unique()),
         col="split",
+        marker="o",
         kind="line",
         errorbar="sd",
         height=3.2,
@@ -159,6 +155,9 @@ def plot_curves(curves: pd.DataFrame, path: Path, title: str) -> Path:
         facet_kws={"sharey": False},
     )
     grid.set_axis_labels("epoch", "accuracy (%)")
+    grid.set_titles("{col_name}")
+    for ax in grid.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     grid.figure.suptitle(title, y=1.03)
     grid.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(grid.figure)
@@ -170,7 +169,8 @@ def _section(title: str, notes: str, runs: pd.DataFrame, curves: pd.DataFrame, p
     if notes:
         lines += [notes, ""]
     lines += [_markdown(summary_table(runs)), ""]
-    curves = curves.merge(runs[["hash", "variant"]], on="hash")
+    # `runs` is in variant order; merging in that order keeps it for the legend
+    curves = runs[["hash", "variant"]].merge(curves, on="hash")
     if not curves.empty:
         plot_curves(curves, png, title)
         lines += [f"![{title}]({png.name})", ""]
@@ -194,7 +194,7 @@ def render_report(
         The path of ``report.md``.
     """
     profile = get_profile(profile)
-    root = default_results_root(results_root)
+    root = results_dir(results_root)
     out_dir = Path(out_dir) if out_dir is not None else root / profile.name / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = load_results(profile.name, results_root=root)
@@ -212,19 +212,28 @@ def render_report(
         claimed: set[str] = set()
         for name, experiment in EXPERIMENTS.items():
             labels = experiment.labels(profile)
-            mine = runs[runs["hash"].isin(labels)].assign(variant=lambda r: r["hash"].map(labels))
+            order = list(dict.fromkeys(labels.values()))  # the experiment's variant order
+            mine = runs[runs["hash"].isin(labels)].copy()
+            mine["variant"] = mine["hash"].map(labels)
+            mine = mine.sort_values("variant", key=lambda v: v.map(order.index), kind="stable")
             claimed |= set(labels)
             if not mine.empty:
                 title = f"{name}: {experiment.title} (paper: {experiment.paper_ref})"
-                lines.append(_section(title, experiment.notes, mine, curves, out_dir / f"{name}.png"))
+                png = out_dir / f"{name}.png"
+                lines.append(_section(title, experiment.notes, mine, curves, png))
         others = runs[~runs["hash"].isin(claimed)]
         if not others.empty:
             others = others.assign(
                 variant=others["model"] + " " + others["norm"] + " #" + others["family"].str[:6]
             )
             lines.append(
-                _section("Other runs", "Runs that belong to no experiment of the registry.",
-                         others, curves, out_dir / "other_runs.png")
+                _section(
+                    "Other runs",
+                    "Runs that belong to no experiment of the registry.",
+                    others,
+                    curves,
+                    out_dir / "other_runs.png",
+                )
             )
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")

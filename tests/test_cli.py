@@ -3,19 +3,22 @@
 Calls ``main(argv)`` in-process (fast); one subprocess checks the module entry point itself.
 """
 
+import json
 import subprocess
 import sys
 
 import pytest
 
 from dnbook.__main__ import main
+from dnbook.engine import TrainConfig
+from dnbook.experiments import configs
 
 COMMANDS = ["train", "reproduce", "report", "complexity"]
 TINY_TRAIN = [
     "train",
     "--dataset", "synthetic",
     "--n-train", "64", "--n-val", "32", "--n-test", "32",
-    "--epochs", "2", "--batch-size", "32", "--width-mult", "0.25",
+    "--epochs", "1", "--batch-size", "32", "--width-mult", "0.25",
     "--profile", "ci", "--no-progress",
 ]  # fmt: skip
 
@@ -54,10 +57,11 @@ def test_train_help_explains_every_option(capsys):
         assert option in out
 
 
-def test_reproduce_dry_run_lists_configs_and_cost(capsys):
-    assert main(["reproduce", "table2", "--profile", "ci", "--dry-run"]) == 0
+def test_reproduce_dry_run_lists_configs_and_cost(capsys, tmp_path):
+    argv = ["reproduce", "table2", "--profile", "ci", "--dry-run", "--results-dir", str(tmp_path)]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "table2 at profile ci: 4 runs, 2,048 training images" in out
+    assert "table2 at profile ci: 4 runs (0 already stored, skipped), 2,048 training images" in out
     assert "dnb:r=16,g=oup" in out and "se:r=16" in out
     assert len(out.strip().splitlines()) == 1 + 4
 
@@ -83,17 +87,45 @@ def test_unknown_profile_is_a_usage_error(capsys):
     assert "invalid choice: 'laptop'" in capsys.readouterr().err
 
 
+def _store_variant(result: dict, folder, **changes) -> dict:
+    """Store a copy of ``result`` under another config (changes to its fields)."""
+    config = TrainConfig.from_dict(result["config"]).replace(**changes)
+    copy = {**result, "config": config.to_dict(), "hash": config.hash(), "seed": config.seed}
+    (folder / f"{config.hash()}.json").write_text(json.dumps(copy))
+    return copy
+
+
 def test_train_then_report(tmp_path, capsys):
     results = tmp_path / "results"
     assert main([*TINY_TRAIN, "--results-dir", str(results)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("finished: train ")
-    stored = list((results / "ci").rglob("*.json"))
-    assert len(stored) == 1
+    (stored,) = (results / "ci").glob("*.json")
+    trained = json.loads(stored.read_text())
+    assert trained["config"]["dataset"] == "synthetic"
+
+    # Beside it, as if `reproduce table6 --profile ci` had run: a finished DN-B(8,1) run (the
+    # trained run's numbers under table6's config) and a diverged DN-B(32,1) run; both belong
+    # to Table 6 alone.
+    table6 = {c.norm: c for c in configs("table6", "ci")}
+    _store_variant(trained, results / "ci", **table6["dnb:r=8,g=1"].to_dict())
+    diverged = {
+        **trained,
+        "status": "diverged",
+        "final": dict.fromkeys(trained["final"]),
+        "curves": [],
+        "divergence": {"step": 3, "first_nonfinite": {"module": "features.1.conv.1"}},
+    }
+    _store_variant(diverged, results / "ci", **table6["dnb:r=32,g=1"].to_dict())
 
     out_dir = tmp_path / "report"
-    assert main(["report", "--profile", "ci", "--results-dir", str(results), "--out", str(out_dir)]) == 0
+    assert (
+        main(["report", "--profile", "ci", "--results-dir", str(results), "--out", str(out_dir)])
+        == 0
+    )
     report = (out_dir / "report.md").read_text()
-    assert "## Other runs" in report
-    assert "| variant |" in report and "finished" in report
-    assert list(out_dir.glob("*.png"))
+    assert "## table6: " in report and "## Other runs" in report
+    assert "| variant |" in report
+    assert "| DN-B(8,1) | dnb:r=8,g=1 | finished |" in report
+    assert "| DN-B(32,1) | dnb:r=32,g=1 | **diverged** 1/1 (step 3, features.1.conv.1) |" in report
+    assert sorted(p.name for p in out_dir.glob("*.png")) == ["other_runs.png", "table6.png"]

@@ -44,9 +44,15 @@ def test_configs_follow_the_profile(name, profile):
     assert built and all(isinstance(c, TrainConfig) for c in built)
     for c in built:
         assert (c.dataset, c.n_train, c.n_val, c.n_test, c.stem) == (
-            p.dataset, p.n_train, p.n_val, p.n_test, p.stem
+            p.dataset,
+            p.n_train,
+            p.n_val,
+            p.n_test,
+            p.stem,
         )
-        assert c.width_mult == (p.resnet_width_mult if c.model.startswith("resnet") else p.width_mult)
+        assert c.width_mult == (
+            p.resnet_width_mult if c.model.startswith("resnet") else p.width_mult
+        )
         assert c.epochs == p.epochs_for(c.batch_size)
         assert c.eval_batch_size <= min(n for n in (p.n_val, p.n_test, 10**9) if n)
     # every variant is trained once per seed of the profile
@@ -67,7 +73,10 @@ def test_configs_keep_the_papers_settings():
         (dnb_oup, 0.2, 64, mnv2),
     }
     assert {(n, lr) for n, lr, _, _ in _settings("table8")} == {
-        (bn, 0.2), (bn, 0.5), (dnb1, 0.2), (dnb1, 0.5)
+        (bn, 0.2),
+        (bn, 0.5),
+        (dnb1, 0.2),
+        (dnb1, 0.5),
     }
     assert {(lr, m) for _, lr, _, m in _settings("table3_resnet18")} == {
         (lr, "resnet18") for lr in (0.2, 0.5, 0.8)
@@ -148,4 +157,6 @@ def test_reproduce_runs_each_distinct_config_once(monkeypatch):
     expected = configs("table2", "ci")
     assert [r["config"] for r in results] == [c.to_dict() for c in expected]
     assert [h for h, _, _ in calls] == [c.hash() for c in expected]
-    assert all(p == "ci" and kw == {"progress": False, "results_root": "/nowhere"} for _, p, kw in calls)
+    assert all(
+        p == "ci" and kw == {"progress": False, "results_root": "/nowhere"} for _, p, kw in calls
+    )

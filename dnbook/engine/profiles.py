@@ -133,15 +133,15 @@ PROFILES: dict[str, Profile] = {
         device_hint="cpu",
     ),
     # One H200, every experiment with 3 seeds in at most 25 minutes. Not yet measured: the
-    # sizing assumes a width-1.0 MobileNetV2 step at 32x32 is bound by kernel launches, about
-    # 8 ms at batch 64 and 6 ms at batch <= 16, and that 12 runs side by side on the one GPU
-    # (16 CPU cores to launch kernels) share it at close to 12x the throughput of one run:
-    #   batch-64 runs   ~26 configs x 3 seeds x 15 epochs x 703 steps x 8 ms  = 13,200 s
-    #   small batches   ~22 configs x 3 seeds x 21,100 steps x 6 ms          =  8,400 s
-    #   (below batch 32 the epochs shrink so each run takes the steps of a batch-32 run)
-    #   total ~21,600 s of single-run time / 12 concurrent runs ~ 1,800 s = 30 minutes
-    # which is at the limit: measure one epoch first (`train --epochs 1`) and lower `epochs`
-    # here if a step is slower than assumed.
+    # sizing assumes a width-1.0 MobileNetV2 or ResNet step at 32x32 is bound by kernel
+    # launches, about 8 ms at batch >= 32 and 6 ms below, and that 12 runs side by side on the
+    # one GPU (16 CPU cores to launch kernels) share it at close to 12x one run's throughput.
+    # `reproduce all --profile gpu --dry-run` counts 144 runs:
+    #   78 runs at batch >= 32:   823,000 steps x 8 ms = 6,600 s
+    #   66 runs at batch <= 16: 1,485,000 steps x 6 ms = 8,900 s
+    #   (below batch 32 the epochs shrink so that each run takes the steps of a batch-32 run)
+    #   15,500 s of single-run time / 12 concurrent runs ~ 1,300 s ~ 22 minutes.
+    # Measure one epoch first (`train --epochs 1`) and lower `epochs` here if a step is slower.
     "gpu": Profile(
         name="gpu",
         description="one H200: every experiment, 3 seeds, full CIFAR-10, in about 25 minutes",

@@ -140,17 +140,12 @@ class MobileNetV2(nn.Module):
             if cifar and index == first_downsampling_stage:
                 stride = 1
             out_channels = make_divisible(base_channels * width_mult)
-            for block in range(num_blocks):
-                layers.append(
-                    InvertedResidual(
-                        channels,
-                        out_channels,
-                        stride if block == 0 else 1,
-                        expand_ratio,
-                        norm=norm_factory,
-                        conv=conv,
-                    )
+            # The first block of a stage changes width and stride; the others keep both.
+            for block_stride in [stride] + [1] * (num_blocks - 1):
+                block = InvertedResidual(
+                    channels, out_channels, block_stride, expand_ratio, norm=norm_factory, conv=conv
                 )
+                layers.append(block)
                 channels = out_channels
         layers.append(ConvNormAct(channels, self.last_channel, 1, norm=norm_factory, conv=conv))
         self.features = nn.Sequential(*layers)

@@ -58,6 +58,8 @@ class ResNet(nn.Module):
     """A ResNet of :class:`BasicBlock` stages; see :func:`resnet18` for the arguments.
 
     ``blocks_per_stage`` is ``(2, 2, 2, 2)`` for ResNet-18 and ``(3, 4, 6, 3)`` for ResNet-34.
+    Like torchvision's default, the last norm of each block is not zero-initialized: every norm
+    layer initializes itself.
     """
 
     def __init__(
@@ -79,28 +81,26 @@ class ResNet(nn.Module):
         # stage; a 3x3 stride-1 conv and no pooling (the usual CIFAR ResNet stem) keep 32x32
         # into stage 1 and 4x4 into the global pool.
         imagenet = stem == "imagenet"
-        self.conv1 = conv_layer(conv, 3, widths[0], 7 if imagenet else 3, stride=2 if imagenet else 1)
+        kernel_size, stride = (7, 2) if imagenet else (3, 1)
+        self.conv1 = conv_layer(conv, 3, widths[0], kernel_size, stride=stride)
         self.bn1 = norm_factory(widths[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet else nn.Identity()
 
-        in_channels = widths[0]
+        # The first block of a stage changes the width and, from the second stage on, halves
+        # the resolution; the others keep both.
         stages = []
+        in_channels = widths[0]
         for index, (width, num_blocks) in enumerate(zip(widths, blocks_per_stage, strict=True)):
-            stride = 1 if index == 0 else 2
-            blocks = []
-            for block in range(num_blocks):
-                blocks.append(
-                    BasicBlock(
-                        in_channels,
-                        width,
-                        stride if block == 0 else 1,
-                        norm=norm_factory,
-                        conv=conv,
-                    )
-                )
-                in_channels = width
-            stages.append(nn.Sequential(*blocks))
+            first = BasicBlock(
+                in_channels, width, 1 if index == 0 else 2, norm=norm_factory, conv=conv
+            )
+            rest = (
+                BasicBlock(width, width, norm=norm_factory, conv=conv)
+                for _ in range(num_blocks - 1)
+            )
+            stages.append(nn.Sequential(first, *rest))
+            in_channels = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         # torchvision keeps PyTorch's default Linear init for the ResNet classifier; so do we.
