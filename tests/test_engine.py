@@ -29,16 +29,12 @@ def tiny_splits(n_train: int = 48, n_eval: int = 16, size: int = 8) -> DatasetSp
         x[:, 0] += (y * 40)[:, None, None]
         return x.to(torch.uint8), y
 
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = split(n_train), split(n_eval), split(n_eval)
     return DatasetSplits(
-        name="tiny",
-        classes=tuple(str(k) for k in range(NUM_CLASSES)),
-        train_x=train_x,
-        train_y=train_y,
-        val_x=val_x,
-        val_y=val_y,
-        test_x=test_x,
-        test_y=test_y,
+        "tiny",
+        tuple(str(k) for k in range(NUM_CLASSES)),
+        *split(n_train),  # train_x, train_y
+        *split(n_eval),  # val_x, val_y
+        *split(n_eval),  # test_x, test_y
         mean=(120.0, 64.0, 64.0),
         std=(50.0, 37.0, 37.0),
         source="random test images",
@@ -199,6 +195,17 @@ def test_training_records_curves_and_final_metrics():
     assert 0 <= final["test_acc_at_best_val"] <= 100
 
 
+def test_without_a_validation_split_the_last_epoch_counts_as_best():
+    splits = tiny_splits()
+    splits.val_x, splits.val_y = splits.val_x[:0], splits.val_y[:0]
+    outcome = train(
+        config(), device="cpu", progress=False, splits=splits, model_fn=lambda n: tiny_cnn()
+    )
+    assert "val_acc" not in outcome.curves[-1]
+    assert outcome.final["best_epoch"] == 3 and outcome.final["best_val_acc"] is None
+    assert outcome.final["test_acc_at_best_val"] == outcome.final["test_acc_last"]
+
+
 @pytest.mark.parametrize("at_step", [1, 5])
 def test_a_planted_nan_is_caught_and_named(at_step):
     outcome = quiet_train(config(), model_fn=lambda num_classes: tiny_cnn(PlantNaN(at_step)))
@@ -246,7 +253,9 @@ def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
 
     assert without_times(resumed.curves) == without_times(straight.curves)
     assert resumed.final == straight.final
-    torch.testing.assert_close(resumed.model.state_dict(), straight.model.state_dict(), rtol=0, atol=0)
+    torch.testing.assert_close(
+        resumed.model.state_dict(), straight.model.state_dict(), rtol=0, atol=0
+    )
 
 
 # -- results store ----------------------------------------------------------------------------

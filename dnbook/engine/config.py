@@ -101,7 +101,9 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - known)
         if unknown:
-            raise ValueError(f"TrainConfig: unknown fields {unknown}; expected some of {sorted(known)}")
+            raise ValueError(
+                f"TrainConfig: unknown fields {unknown}; expected some of {sorted(known)}"
+            )
         return cls(**fields)
 
 
@@ -116,7 +118,9 @@ def _validate(config: TrainConfig) -> None:
     from dnbook.norms import parse_spec
 
     if config.model not in MODEL_NAMES:
-        raise ValueError(f"TrainConfig: model must be one of {sorted(MODEL_NAMES)}, got {config.model!r}")
+        raise ValueError(
+            f"TrainConfig: model must be one of {sorted(MODEL_NAMES)}, got {config.model!r}"
+        )
     parse_spec(config.norm)  # raises ValueError naming the known specs
     for name in ("epochs", "batch_size", "eval_batch_size"):
         value = getattr(config, name)
@@ -124,7 +128,9 @@ def _validate(config: TrainConfig) -> None:
             raise ValueError(f"TrainConfig: {name} must be an integer >= 1, got {value!r}")
     for name in ("n_train", "n_val", "n_test"):
         value = getattr(config, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
             raise ValueError(f"TrainConfig: {name} must be None or an integer >= 0, got {value!r}")
     if not config.lr > 0:
         raise ValueError(f"TrainConfig: lr must be > 0, got {config.lr!r}")
@@ -134,6 +140,8 @@ def _validate(config: TrainConfig) -> None:
         if not getattr(config, name) >= 0:
             raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(config, name)!r}")
     if not 0 <= config.label_smoothing < 1:
-        raise ValueError(f"TrainConfig: label_smoothing must be in [0, 1), got {config.label_smoothing!r}")
+        raise ValueError(
+            f"TrainConfig: label_smoothing must be in [0, 1), got {config.label_smoothing!r}"
+        )
     if config.stem not in ("cifar", "imagenet"):
         raise ValueError(f"TrainConfig: stem must be 'cifar' or 'imagenet', got {config.stem!r}")

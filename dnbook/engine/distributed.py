@@ -119,7 +119,9 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device, sync_bn: bool) -> nn.Module:
+def wrap_model(
+    model: nn.Module, ctx: DistContext, device: torch.device, sync_bn: bool
+) -> nn.Module:
     """``DistributedDataParallel(model)`` on several processes, the model itself on one.
 
     ``sync_bn`` converts torch's ``BatchNorm2d`` layers (not dnbook's own norm layers, whose

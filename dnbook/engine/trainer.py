@@ -111,7 +111,8 @@ def param_groups(model: nn.Module, weight_decay: float, norm_weight_decay: bool)
 def seed_everything(seed: int, device: torch.device) -> None:
     """Seed Python, NumPy and torch; on CUDA also make cuDNN pick deterministic kernels."""
     random.seed(seed)
-    np.random.seed(seed)
+    # The legacy global NumPy generator, on purpose: it is the one third-party code draws from.
+    np.random.seed(seed)  # noqa: NPY002
     torch.manual_seed(seed)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = True
@@ -119,7 +120,11 @@ def seed_everything(seed: int, device: torch.device) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -127,7 +132,7 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -198,7 +203,9 @@ class _Loop:
         # Evaluation splits are sharded without dropping any image; counts are summed over
         # processes (shards may differ by one image, and evaluation has no per-batch collective).
         self.eval_loaders = {
-            split: DeviceLoader(*distributed.shard(x, y, ctx), config.eval_batch_size, train=False, **stats)
+            split: DeviceLoader(
+                *distributed.shard(x, y, ctx), config.eval_batch_size, train=False, **stats
+            )
             for split in ("val", "test")
             for x, y in [splits.split(split)]
             if len(y) > 0
@@ -226,8 +233,13 @@ class _Loop:
         self.curves: list[dict[str, Any]] = []
         self.step_losses: list[float] = []
         self.best: dict[str, Any] | None = None  # {"epoch", "val_acc", "state"}
-        self.wall_time_s = 0.0
         self.last_lr = config.lr
+        # Wall time of earlier sessions of this run (from a checkpoint), plus this session's.
+        self.earlier_sessions_s = 0.0
+        self.session_start = time.perf_counter()
+
+    def wall_time_s(self) -> float:
+        return self.earlier_sessions_s + time.perf_counter() - self.session_start
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -238,7 +250,9 @@ class _Loop:
         with self._autocast():
             return model(images.contiguous(memory_format=self.memory_format)).float()
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor] | None:
+    def train_step(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[float, torch.Tensor] | None:
         """One SGD step. Returns (loss, number correct), or ``None`` when the loss or the
         gradient is non-finite (then the weights are left as they were before the step)."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -248,7 +262,9 @@ class _Loop:
         # One host sync per step reads the loss and the gradient norm together; summing over
         # processes makes every process see a NaN that any of them met, and stop with it.
         check = torch.stack([loss.detach(), grad_norm(self.net.parameters()).to(loss.device)])
-        loss_value, norm = (distributed.all_reduce_sum(check, self.ctx) / self.ctx.world_size).tolist()
+        loss_value, norm = (
+            distributed.all_reduce_sum(check, self.ctx) / self.ctx.world_size
+        ).tolist()
         self.step_losses.append(loss_value)
         if not (math.isfinite(loss_value) and math.isfinite(norm)):
             return None
@@ -260,7 +276,9 @@ class _Loop:
 
     def diagnose(self, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> dict[str, Any]:
         """Replay the offending batch with hooks; the record of where it went non-finite."""
-        found = locate_nonfinite(self.net, lambda: self.criterion(self._forward(self.model, images), labels))
+        found = locate_nonfinite(
+            self.net, lambda: self.criterion(self._forward(self.model, images), labels)
+        )
         # The NaN may have appeared on another process: take the first process that saw one.
         reports = distributed.gather_objects(found, self.ctx)
         found = next((r for r in reports if r["first"] is not None), found)
@@ -334,7 +352,9 @@ class _Loop:
             metrics[f"{split}_top5"] = 100.0 * topk / count
         return metrics
 
-    def end_epoch(self, epoch: int, train_metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
+    def end_epoch(
+        self, epoch: int, train_metrics: dict[str, Any], seconds: float
+    ) -> dict[str, Any]:
         """Evaluate, update the best-validation weights, append to the curves."""
         row = {"epoch": epoch, "step": self.step, **train_metrics}
         # Every process evaluates with rank 0's running statistics, as DDP trains with them.
@@ -343,8 +363,8 @@ class _Loop:
         row["time_s"] = seconds
         # Best validation accuracy, the first epoch to reach it on ties; without a
         # validation split, the last epoch.
-        score = row.get("val_acc", -math.inf)
-        if self.best is None or score > self.best["val_acc"]:
+        score = row.get("val_acc")
+        if self.best is None or score is None or score > self.best["val_acc"]:
             state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             self.best = {"epoch": epoch, "val_acc": score, "state": state}
         self.curves.append(row)
@@ -357,7 +377,7 @@ class _Loop:
         final = {key: last.get(key) for key in ("train_loss", "train_acc", "val_acc")}
         final["test_acc_last"] = last.get("test_acc")
         final["best_epoch"] = self.best["epoch"]
-        final["best_val_acc"] = self.best["val_acc"] if "val_acc" in last else None
+        final["best_val_acc"] = self.best["val_acc"]
         last_state = copy.deepcopy(self.net.state_dict())
         self.net.load_state_dict(self.best["state"])
         at_best = self.evaluate("test")
@@ -382,19 +402,21 @@ class _Loop:
             "curves": self.curves,
             "step_losses": self.step_losses,
             "best": self.best,
-            "wall_time_s": self.wall_time_s,
+            "wall_time_s": self.wall_time_s(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["config"] != self.config.to_dict():
-            raise ValueError("the checkpoint belongs to another config; delete it or pass resume=False")
+            raise ValueError(
+                "the checkpoint belongs to another config; delete it or pass resume=False"
+            )
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.curves, self.step_losses = state["curves"], state["step_losses"]
-        self.best, self.wall_time_s = state["best"], state["wall_time_s"]
+        self.best, self.earlier_sessions_s = state["best"], state["wall_time_s"]
 
 
 def _save_atomically(state: dict[str, Any], path: Path) -> None:
@@ -456,10 +478,8 @@ def train(
         train_metrics = loop.train_epoch(epoch)
         if "divergence" in train_metrics:
             status, divergence = "diverged", train_metrics["divergence"]
-            loop.wall_time_s += time.perf_counter() - started
             break
         row = loop.end_epoch(epoch, train_metrics, time.perf_counter() - started)
-        loop.wall_time_s += row["time_s"]
         epochs.set_postfix(
             {k: f"{row[k]:.3g}" for k in ("train_loss", "val_acc", "test_acc") if k in row}
         )
@@ -478,7 +498,7 @@ def train(
         steps=loop.step,
         world_size=ctx.world_size,
         num_params=sum(p.numel() for p in loop.net.parameters()),
-        wall_time_s=loop.wall_time_s,
+        wall_time_s=loop.wall_time_s(),
         model=loop.net,
         best_state=loop.best["state"] if loop.best else None,
     )
