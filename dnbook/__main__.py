@@ -24,7 +24,7 @@ RESULTS_HELP = (
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dnbook.engine import run
+    from dnbook.engine import distributed, run
     from dnbook.engine.profiles import get_profile
     from dnbook.experiments import train_config
 
@@ -35,14 +35,18 @@ def _train(args: argparse.Namespace) -> int:
     config = train_config(
         profile, **{field: value for field, value in given.items() if value is not None}
     )
-    result = run(
-        config,
-        profile=profile.name,
-        results_root=args.results_dir,
-        progress=not args.no_progress,
-        device=args.device,
-    )
-    print(_summary(result))
+    try:
+        result = run(
+            config,
+            profile=profile.name,
+            results_root=args.results_dir,
+            progress=not args.no_progress,
+            device=args.device,
+        )
+    finally:
+        distributed.teardown()  # under torchrun: leave the process group cleanly
+    if distributed.context_from_env().is_main:
+        print(_summary(result))
     return 0
 
 

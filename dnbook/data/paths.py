@@ -18,7 +18,7 @@ DATA_ENV = "DNBOOK_DATA"
 CACHE_ENV = "DNBOOK_CACHE"
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(FileNotFoundError, ValueError):
     """A dataset is neither in the cache nor under ``DNBOOK_DATA``; the message says how to
     get it (which command to run, which variable to set)."""
 

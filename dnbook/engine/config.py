@@ -82,9 +82,11 @@ class TrainConfig:
 
     def hash(self) -> str:
         """A stable 12-hex-digit name: sha1 of the canonical JSON of the fields, with the
-        norm spec canonicalized, so ``"dnb:g=1,r=16"`` and ``"dnb:r=16,g=1"`` share it."""
+        norm spec expanded to every option, defaults included. So ``"dnb:g=1,r=16"`` and
+        ``"dnb:r=16,g=1"`` share a hash, while a stored ``dnb:r=16,g=1`` run keeps its own
+        hash if a layer default changes later (the short spec would then mean another layer)."""
         fields = self.to_dict()
-        fields["norm"] = _canonical_norm(self.norm)
+        fields["norm"] = _expanded_norm(self.norm)
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
@@ -107,10 +109,12 @@ class TrainConfig:
         return cls(**fields)
 
 
-def _canonical_norm(spec: str) -> str:
+def _expanded_norm(spec: str) -> str:
     from dnbook.norms import make_norm
 
-    return make_norm(spec).spec
+    factory = make_norm(spec)
+    options = ",".join(f"{key}={value}" for key, value in sorted(factory.options.items()))
+    return f"{factory.name}:{options}" if options else factory.name
 
 
 def _validate(config: TrainConfig) -> None:
