@@ -30,8 +30,12 @@ def _settings(name, profile="ci"):
     return {(c.norm, c.lr, c.batch_size, c.model) for c in configs(name, profile)}
 
 
+# Experiments of the book that are not in the paper.
+BOOK_ONLY = {"dnb_design"}
+
+
 def test_every_experiment_of_the_paper_is_registered():
-    assert set(EXPERIMENTS) == REQUIRED
+    assert set(EXPERIMENTS) == REQUIRED | BOOK_ONLY
     for experiment in EXPERIMENTS.values():
         assert experiment.title and experiment.paper_ref
 
@@ -160,3 +164,38 @@ def test_reproduce_runs_each_distinct_config_once(monkeypatch):
     assert all(
         p == "ci" and kw == {"progress": False, "results_root": "/nowhere"} for _, p, kw in calls
     )
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_dnb_design_sweeps_the_design_options_at_three_learning_rates(profile):
+    p = PROFILES[profile]
+    built = configs("dnb_design", profile)
+    assert {c.hash() for c in built} <= set(EXPERIMENTS["dnb_design"].labels(profile))
+    assert {(c.model, c.batch_size, c.warmup_epochs) for c in built} == {("mobilenet_v2", 64, 1.0)}
+    if profile == "ci":
+        # Tiny: BN and two DN-B variants at the paper's lr, at the ci scale.
+        assert {(c.norm.split(":")[0], c.lr) for c in built} == {("bn", 0.2), ("dnb", 0.2)}
+        assert len(built) == 3 and {c.n_train for c in built} == {p.n_train}
+        return
+    # Every variant (BN and 7 DN-B) at every lr.
+    variants = {(c.norm, c.norm_weight_decay) for c in built}
+    assert len(variants) == 8 and ("bn", False) in variants
+    assert {(c.norm, c.norm_weight_decay, c.lr) for c in built} >= {
+        (norm, wd, lr) for norm, wd in variants for lr in (0.05, 0.2, 0.5)
+    }
+    # Each DN-B spec names every design option, so it keeps its meaning if a default changes.
+    keys = ("act", "scale", "shift", "input", "detach", "init")
+    for norm, _ in variants - {("bn", False)}:
+        assert all(f"{key}=" in norm for key in keys)
+    norms = {n for n, _ in variants}
+    assert any("scale=linear" in n and "input=raw" in n for n in norms)  # the paper read literally
+    assert any("detach=true" in n for n in norms) and any("shift=tanh" in n for n in norms)
+    if profile == "cpu":
+        # Its own, smaller scale (see the notes); seed 0, plus seed 1 for a few runs.
+        assert {(c.width_mult, c.n_train, c.epochs) for c in built} == {(0.25, 2_000, 3)}
+        assert {c.seed for c in built} == {0, 1}
+        assert {c.lr for c in built if c.seed == 1} == {0.2, 0.5}  # the second seed
+    else:
+        assert {(c.width_mult, c.n_train, c.epochs) for c in built} == {
+            (p.width_mult, p.n_train, p.epochs)
+        }
