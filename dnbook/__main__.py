@@ -1,4 +1,4 @@
-"""The command line: ``python -m dnbook {train, reproduce, report, complexity}``.
+"""The command line: ``python -m dnbook {train, reproduce, report, complexity, bench}``.
 
 Every subcommand has ``--help``. A bad value (a negative learning rate, an unknown norm spec,
 profile or experiment) prints one line, ``dnbook: error: ...``, and exits with status 2.
@@ -99,6 +99,13 @@ def _report(args: argparse.Namespace) -> int:
 
     path = render_report(profile=args.profile, results_root=args.results_dir, out_dir=args.out)
     print(path)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from dnbook.bench import run as run_bench
+
+    run_bench(args, "python -m dnbook " + " ".join(sys.argv[1:]))
     return 0
 
 
@@ -223,11 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Count parameters and multiply-adds of MobileNetV2 and ResNet with each norm "
         "layer at 224 px and print them next to the paper's #p and Mult-Adds columns.",
     )
+    from dnbook.bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(
+        commands.add_parser(
+            "bench",
+            help="training-step time of MobileNetV2 with each norm layer, as ratios to BN",
+            description="Time a training step of the CIFAR-stem MobileNetV2 with each norm layer "
+            "(interleaved, median over steps) and one layer's forward+backward; writes JSON and "
+            "Markdown with the hardware and versions under results/bench/.",
+        )
+    )
     for name, handler in (
         ("train", _train),
         ("reproduce", _reproduce),
         ("report", _report),
         ("complexity", _complexity),
+        ("bench", _bench),
     ):
         commands.choices[name].set_defaults(handler=handler)
     return parser

@@ -235,14 +235,14 @@ def test_single_value_per_channel_is_fine_in_eval():
         (
             {},
             "64, mode=B, r=16, g=1, sc_input=normalized, eps=1e-05, momentum=0.1, "
-            "track_running_stats=True, activation=relu, scale=sigmoid, shift=linear, "
-            "detach_sc_input=False, fc2_init=zeros, record_affine=False",
+            "track_running_stats=True, activation=relu, scale=sigmoid, shift=tanh, "
+            "detach_sc_input=False, fc2_init=zeros, record_affine=False, impl=fast",
         ),
         (
             {"mode": "C", "merge": "fc2", "g": "oup", "momentum": None},
             "64, mode=C, r=16, g=oup, merge=fc2, eps=1e-05, momentum=None, "
-            "track_running_stats=True, activation=relu, scale=sigmoid, shift=linear, "
-            "detach_sc_input=False, fc2_init=zeros, record_affine=False",
+            "track_running_stats=True, activation=relu, scale=sigmoid, shift=tanh, "
+            "detach_sc_input=False, fc2_init=zeros, record_affine=False, impl=fast",
         ),
     ],
 )

@@ -13,8 +13,11 @@ scale-and-shift network (the *SC-module*: FC, activation, grouped FC) produce th
 The paper fixes the SC-module's shape (FC1 c -> c/r without bias, grouped FC2 c/r -> 2c without
 bias, ``g`` inputs per group) but not the activation between the FCs, how the FC outputs become
 :math:`\alpha, \lambda`, their initialization, or whether DN-B pools the raw or the normalized
-feature. Those are the layer's design options below; the defaults are provisional and are chosen
-from training runs in the engine chapter.
+feature. Those are the layer's design options below. The defaults (ReLU, alpha = 2 sigmoid(s),
+lambda = tanh(t), normalized input, FC2 zero-initialized) come from the ``dnb_design``
+experiment (results in ``results/cpu/``, shown in chapter 5): at a small CPU scale, one seed, it
+was the one DN-B variant whose training loss never blew up at lr 0.05, 0.2 and 0.5, and the best
+on mean test accuracy over the three. That is a pointer, not a settled result.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dnbook.norms._validation import (
     check_positive_int,
 )
 from dnbook.norms.batchnorm import register_running_stats
+from dnbook.norms.fast_dynamic import dynamic_norm
 from dnbook.norms.grouped_fc import GroupedFC
 from dnbook.norms.squeeze_excitation import reduced_width
 
@@ -55,6 +59,7 @@ MODES = ("B", "C")
 MERGES = ("fc1", "fc2")
 SC_INPUTS = ("normalized", "raw")
 FC2_INITS = ("zeros", "default")
+IMPLS = ("fast", "reference")
 
 
 class DynamicNorm2d(nn.Module):
@@ -114,7 +119,7 @@ class DynamicNorm2d(nn.Module):
         activation: between FC1 and FC2: ``"relu"`` (default), ``"silu"`` or ``"gelu"``.
         scale: :math:`\alpha = f(s)`: ``"sigmoid"`` :math:`2\sigma(s)` (default), ``"linear"``
             :math:`1 + s`, ``"tanh"`` :math:`1 + \tanh(s)`.
-        shift: :math:`\lambda = h(t)`: ``"linear"`` :math:`t` (default) or ``"tanh"``.
+        shift: :math:`\lambda = h(t)`: ``"linear"`` :math:`t` or ``"tanh"`` (default).
         sc_input: DN-B only: pool the ``"normalized"`` feature (default) or the ``"raw"`` input.
         detach_sc_input: stop gradients from flowing into the SC-module's input (default
             ``False``).
@@ -123,6 +128,9 @@ class DynamicNorm2d(nn.Module):
         record_affine: keep the last forward's :math:`\alpha, \lambda` (detached) as
             ``last_alpha``, ``last_shift``: shape (N, C) for DN-B, (C,) for DN-C (default
             ``False``).
+        impl: ``"fast"`` (default): :mod:`dnbook.norms.fast_dynamic`, two passes over the
+            activations forward and three backward; ``"reference"``: the equations step by step,
+            as written in this module. Both compute the same function and gradients.
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -146,11 +154,12 @@ class DynamicNorm2d(nn.Module):
         track_running_stats: bool = True,
         activation: str = "relu",
         scale: str = "sigmoid",
-        shift: str = "linear",
+        shift: str = "tanh",
         sc_input: str = "normalized",
         detach_sc_input: bool = False,
         fc2_init: str = "zeros",
         record_affine: bool = False,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
         self.num_features = check_positive_int("num_features", num_features)
@@ -172,6 +181,7 @@ class DynamicNorm2d(nn.Module):
         self.detach_sc_input = detach_sc_input
         self.fc2_init = check_choice("fc2_init", fc2_init, FC2_INITS)
         self.record_affine = record_affine
+        self.impl = check_choice("impl", impl, IMPLS)
         self.last_alpha: torch.Tensor | None = None
         self.last_shift: torch.Tensor | None = None
 
@@ -205,16 +215,22 @@ class DynamicNorm2d(nn.Module):
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
             check_batch_statistics(name, x)
+        if self.impl == "fast":
+            return dynamic_norm(self, x, use_batch_stats)
         x_tilde = self._normalize(x, use_batch_stats)  # eq. 6: (N, C, H, W)
 
         if self.mode == "B":
             z = (x_tilde if self.sc_input == "normalized" else x).mean(dim=(2, 3))  # (N, C)
             s, t = self._sc_module(z).chunk(2, dim=1)  # (N, C) each
         else:
-            s, t = self._sc_module_dnc(x, use_batch_stats).chunk(2, dim=0)  # (C,) each
-        alpha, shift = SCALES[self.scale](s), SHIFTS[self.shift](t)
-        if self.record_affine:
-            self.last_alpha, self.last_shift = alpha.detach(), shift.detach()
+            if use_batch_stats:
+                # F.batch_norm does not return the statistics it used, so they are computed
+                # again here: one more pass over x, for the layer the paper found does not train.
+                var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)  # (C,) each
+            else:
+                mean, var = self.running_mean, self.running_var
+            s, t = self._sc_module_dnc(mean, var).chunk(2, dim=0)  # (C,) each
+        alpha, shift = self._alpha_and_shift(s, t)
 
         # eq. 7: X_hat = X_tilde * alpha + lambda, alpha and lambda broadcast over H, W
         return x_tilde * alpha[..., None, None] + shift[..., None, None]
@@ -245,14 +261,8 @@ class DynamicNorm2d(nn.Module):
             z = z.detach()
         return self.fc2(self.act(self.fc1(z)))
 
-    def _sc_module_dnc(self, x: torch.Tensor, use_batch_stats: bool) -> torch.Tensor:
-        """DN-C's SC-module on the batch's E[X] and Std[X]: returns [s, t], shape (2C,)."""
-        if use_batch_stats:
-            # F.batch_norm does not return the statistics it used, so they are computed again
-            # here: one more pass over x, for the layer the paper found does not train.
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)  # (C,) each
-        else:
-            mean, var = self.running_mean, self.running_var
+    def _sc_module_dnc(self, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """DN-C's SC-module on E[X] and Var[X] (C,) each: returns [s, t], shape (2C,)."""
         # Std[X] = sqrt(Var[X] + eps)
         stats = torch.stack([mean, torch.sqrt(var + self.eps)])  # (2, C): E and Std branches
         if self.detach_sc_input:
@@ -265,6 +275,15 @@ class DynamicNorm2d(nn.Module):
         # [s, t] = FC2(act(FC1(E))) + FC2(act(FC1(Std)))
         return self.fc2(self.act(hidden)).sum(dim=0)
 
+    def _alpha_and_shift(
+        self, s: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """alpha = f(s), lambda = h(t); kept as ``last_alpha``, ``last_shift`` if recording."""
+        alpha, shift = SCALES[self.scale](s), SHIFTS[self.shift](t)
+        if self.record_affine:
+            self.last_alpha, self.last_shift = alpha.detach(), shift.detach()
+        return alpha, shift
+
     def extra_repr(self) -> str:
         mode_option = f"merge={self.merge}" if self.mode == "C" else f"sc_input={self.sc_input}"
         return (
@@ -272,5 +291,5 @@ class DynamicNorm2d(nn.Module):
             f"eps={self.eps}, momentum={self.momentum}, "
             f"track_running_stats={self.track_running_stats}, activation={self.activation}, "
             f"scale={self.scale}, shift={self.shift}, detach_sc_input={self.detach_sc_input}, "
-            f"fc2_init={self.fc2_init}, record_affine={self.record_affine}"
+            f"fc2_init={self.fc2_init}, record_affine={self.record_affine}, impl={self.impl}"
         )

@@ -1,0 +1,519 @@
+"""Side-by-side speed of the norm layers: a MobileNetV2 training step and one layer alone.
+
+Every model (or layer) of a run lives in the same process and is timed in turn, round-robin,
+one step each per round, the starting model rotating from round to round; so a slow minute of
+a shared machine hits every norm alike, and the figures that matter are the ratios to BN
+within the run. Each figure is the median over the timed steps after the warm-up ones.
+
+Two clocks per step: the wall clock (CUDA events on a GPU), and on the CPU also the process's
+CPU time (all threads), which does not count the time other programs hold the cores and so is
+the steadier figure on a shared machine (it does count threads spinning while they wait for
+each other). Results go to ``results/bench/<name>.json`` with the
+hardware, versions, command, thread count, load average and wall time, plus a Markdown table.
+
+Usage::
+
+    python -m dnbook.bench --threads 2 --batch-sizes 64 128 --steps 20
+    python -m dnbook.bench --quick          # seconds: a smoke test of the whole pipeline
+
+A spec ending in ``@reference`` builds the model with that spec and switches its
+:class:`~dnbook.norms.DynamicNorm2d` layers to the step-by-step teaching path
+(``impl="reference"``), to measure what the fast path saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from dnbook.engine.environment import REPO_ROOT, git_commit, hardware, versions
+from dnbook.models import mobilenet_v2
+from dnbook.norms import DynamicNorm2d, make_norm
+
+BASELINE = "bn"
+REFERENCE_SUFFIX = "@reference"
+DEFAULT_SPECS = (
+    BASELINE,
+    "dnb:r=16,g=1",
+    "dnb:r=16,g=1" + REFERENCE_SUFFIX,
+    "dnb:r=16,g=oup",
+    "dnc",
+    "se",
+    "gn",
+    "mabn",
+)
+# Typical MobileNetV2 (CIFAR stem) shapes: an expanded 16x16 layer, a late 4x4 one, the stem.
+DEFAULT_LAYER_SHAPES = ((64, 144, 16, 16), (64, 384, 4, 4), (64, 32, 32, 32))
+# --quick: these options replace the command line's.
+QUICK = {
+    "batch_sizes": [4],
+    "steps": 2,
+    "warmup": 1,
+    "width": 0.25,
+    "layer_shapes": [(4, 16, 4, 4)],
+}
+NUM_CLASSES = 10
+IMAGE_SIZE = 32
+
+
+def use_reference_path(module: nn.Module) -> nn.Module:
+    """Switch every DynamicNorm2d in ``module`` to the teaching path; return ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, DynamicNorm2d):
+            layer.impl = "reference"
+    return module
+
+
+def _split_spec(spec: str) -> tuple[str, bool]:
+    """``"dnb:r=16@reference"`` -> ``("dnb:r=16", True)``."""
+    reference = spec.endswith(REFERENCE_SUFFIX)
+    return (spec.removesuffix(REFERENCE_SUFFIX), reference)
+
+
+def build_model(spec: str, width: float, device: torch.device) -> nn.Module:
+    """The CIFAR-stem MobileNetV2 with ``spec``'s norm, in training mode on ``device``."""
+    norm, reference = _split_spec(spec)
+    torch.manual_seed(0)
+    model = mobilenet_v2(num_classes=NUM_CLASSES, norm=norm, width_mult=width, stem="cifar")
+    if reference:
+        use_reference_path(model)
+    return model.to(device).train()
+
+
+def build_layer(spec: str, channels: int, device: torch.device) -> nn.Module:
+    """One norm layer of ``spec`` with ``channels`` channels, in training mode on ``device``."""
+    norm, reference = _split_spec(spec)
+    torch.manual_seed(0)
+    layer = make_norm(norm)(channels)
+    if reference:
+        use_reference_path(layer)
+    return layer.to(device).train()
+
+
+class Timer:
+    """Times one call: wall-clock milliseconds (CUDA events on a GPU) and, on the CPU, the
+    process's CPU milliseconds over all its threads."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, step: Callable[[], None]) -> tuple[float, float | None]:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end), None
+        wall, cpu = time.perf_counter(), time.process_time()
+        step()
+        return (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+
+
+def interleaved(
+    steps: dict[str, Callable[[], None]], warmup: int, rounds: int, timer: Timer
+) -> dict[str, dict[str, list[float]]]:
+    """Run every step ``warmup`` times, then time each once per round for ``rounds`` rounds,
+    round-robin, the first one rotating; return the per-step times in milliseconds."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    times = {name: {"wall_ms": [], "cpu_ms": []} for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            wall, cpu = timer(steps[name])
+            times[name]["wall_ms"].append(wall)
+            if cpu is not None:
+                times[name]["cpu_ms"].append(cpu)
+    return times
+
+
+def training_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable:
+    """One SGD step (forward, cross-entropy, backward, update) of ``model``, as a closure."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def layer_step(layer: nn.Module, x: torch.Tensor, grad_y: torch.Tensor) -> Callable:
+    """One forward and backward of ``layer`` on ``x``, as a closure."""
+
+    def step() -> None:
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        layer(x).backward(grad_y)
+
+    return step
+
+
+def summarize(times: dict[str, dict[str, list[float]]], baseline: str) -> dict[str, dict]:
+    """Median and minimum of each clock per entry, and the medians' ratios to ``baseline``."""
+    rows = {}
+    for name, clocks in times.items():
+        row = {}
+        for clock, values in clocks.items():
+            if values:
+                row[f"median_{clock}"] = statistics.median(values)
+                row[f"min_{clock}"] = min(values)
+                row[clock] = values
+        rows[name] = row
+    for row in rows.values():
+        for clock in ("wall_ms", "cpu_ms"):
+            if f"median_{clock}" in row and baseline in rows:
+                row[f"ratio_{clock}"] = row[f"median_{clock}"] / rows[baseline][f"median_{clock}"]
+    return rows
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a comparison is timed: untimed ``warmup`` rounds, then ``rounds`` timed ones."""
+
+    warmup: int
+    rounds: int
+    timer: Timer
+
+    def run(self, steps: dict[str, Callable[[], None]]) -> dict[str, dict]:
+        """Time ``steps`` side by side; summarize with the first one as the baseline."""
+        times = interleaved(steps, self.warmup, self.rounds, self.timer)
+        return summarize(times, next(iter(steps)))
+
+
+def bench_models(
+    specs: Sequence[str], batch_size: int, width: float, device: torch.device, schedule: Schedule
+) -> dict[str, dict]:
+    """Training-step times of MobileNetV2 (CIFAR stem) with each norm, at one batch size."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).to(device)
+    labels = torch.randint(NUM_CLASSES, (batch_size,), generator=generator).to(device)
+    step_of = {
+        spec: training_step(build_model(spec, width, device), images, labels) for spec in specs
+    }
+    rows = schedule.run(step_of)
+    for row in rows.values():
+        row["images_per_s"] = batch_size / row["median_wall_ms"] * 1e3
+    return rows
+
+
+def bench_layers(
+    specs: Sequence[str], shape: Sequence[int], device: torch.device, schedule: Schedule
+) -> dict[str, dict]:
+    """Forward+backward times of one norm layer of each spec on an input of ``shape``."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=generator).to(device).requires_grad_()
+    grad_y = torch.randn(*shape, generator=generator).to(device)
+    step_of = {spec: layer_step(build_layer(spec, shape[1], device), x, grad_y) for spec in specs}
+    return schedule.run(step_of)
+
+
+class TrafficCounter(TorchDispatchMode):
+    """Counts the ATen kernels run inside it and their traffic in activation-sized tensors.
+
+    A *kernel* is any op that is not a view. ``full_size`` kernels read or write a tensor with
+    ``numel`` elements (the activation's size); ``reads`` and ``writes`` count those tensors
+    (an in-place op reads and writes its input; an ``out=`` argument is only written), and
+    ``allocations`` the written ones that are new memory.
+    """
+
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.numel = numel
+        self.counts = dict.fromkeys(("kernels", "full_size", "reads", "writes", "allocations"), 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        returns = func._schema.returns
+        if any(r.alias_info is not None and not r.alias_info.is_write for r in returns):
+            return out  # a view: no kernel, no traffic
+        big = lambda t: isinstance(t, torch.Tensor) and t.numel() == self.numel  # noqa: E731
+        out_args = {a.name for a in func._schema.arguments if a.is_out}
+        read = [a for a in tree_leaves(args) if big(a)]
+        read += [v for k, v in kwargs.items() if k not in out_args and big(v)]
+        written = [t for t in tree_leaves(out) if big(t)]
+        reuses = any(r.alias_info is not None for r in returns)  # in place or out=
+        self.counts["kernels"] += 1
+        self.counts["full_size"] += bool(read or written)
+        self.counts["reads"] += len(read)
+        self.counts["writes"] += len(written)
+        self.counts["allocations"] += 0 if reuses else len(written)
+        return out
+
+
+def memory_traffic(spec: str, shape: Sequence[int]) -> dict[str, dict[str, int]]:
+    """The cost model of one training forward and backward of ``spec``'s layer on ``shape``:
+    kernel counts and activation-sized reads, writes and allocations (see TrafficCounter)."""
+    layer = build_layer(spec, shape[1], torch.device("cpu"))
+    x = torch.randn(*shape, requires_grad=True)
+    grad_y = torch.randn(*shape)
+    layer(x).backward(grad_y)  # first-call work (lazy init) stays out of the counts
+    x.grad = None
+    with TrafficCounter(x.numel()) as forward:
+        y = layer(x)
+    with TrafficCounter(x.numel()) as backward:
+        y.backward(grad_y)
+    return {"forward": forward.counts, "backward": backward.counts}
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (``/proc/loadavg``), where the OS has them."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def _load_text(load: list[float] | None) -> str:
+    return "unknown" if load is None else " ".join(f"{value:.2f}" for value in load)
+
+
+def _ratio(row: dict, clock: str) -> str:
+    value = row.get(f"ratio_{clock}")
+    return "" if value is None else f"{value:.2f}"
+
+
+def _timing_cells(row: dict, digits: int) -> list[str]:
+    """Median wall ms, its ratio to the baseline, median CPU ms, its ratio ('' where absent)."""
+    cells = []
+    for clock in ("wall_ms", "cpu_ms"):
+        value = row.get(f"median_{clock}")
+        cells += ["" if value is None else f"{value:.{digits}f}", _ratio(row, clock)]
+    return cells
+
+
+def _table(intro: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table after a line of text; the first two columns left-aligned."""
+    align = ["---", "---"] + ["---:"] * (len(header) - 2)
+    lines = ["", intro, "", "| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def markdown(result: dict) -> str:
+    """The run's figures as Markdown tables: median milliseconds and ratio to BN per clock,
+    and the layers' cost model."""
+    settings = result["settings"]
+    lines = [
+        f"# Norm benchmark: {result['name']}",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"{result['device']}; {result['hardware']['cpu']}; torch {result['versions']['torch']}; "
+        f"{settings['threads']} threads; load average (1, 5, 15 min) before "
+        f"{_load_text(result['load_average_before'])}, after "
+        f"{_load_text(result['load_average_after'])}; {result['wall_time_s']:.0f} s in all.",
+    ]
+    timing = ["wall ms", "wall / BN", "CPU ms", "CPU / BN"]
+    if result["models"]:
+        lines += _table(
+            f"MobileNetV2 (CIFAR stem, width {settings['width']}), one SGD training step, "
+            f"median over {settings['steps']} interleaved steps after {settings['warmup']} "
+            "warm-up rounds:",
+            ["batch", "norm", *timing, "images/s"],
+            [
+                [str(entry["batch_size"]), f"`{spec}`", *_timing_cells(row, 1)]
+                + [f"{row['images_per_s']:.0f}"]
+                for entry in result["models"]
+                for spec, row in entry["norms"].items()
+            ],
+        )
+    if result["layers"]:
+        lines += _table(
+            f"One layer, forward + backward, median over {settings['layer_steps']} interleaved "
+            "steps:",
+            ["shape", "norm", *timing],
+            [
+                [str(tuple(entry["shape"])), f"`{spec}`", *_timing_cells(row, 2)]
+                for entry in result["layers"]
+                for spec, row in entry["norms"].items()
+            ],
+        )
+    counts = ("kernels", "reads", "writes", "allocations")
+    counted = [
+        [str(tuple(entry["shape"])), f"`{spec}`"]
+        + [f"{row['traffic']['forward'][k]} \\| {row['traffic']['backward'][k]}" for k in counts]
+        for entry in result["layers"]
+        for spec, row in entry["norms"].items()
+        if "traffic" in row
+    ]
+    if counted:
+        lines += _table(
+            "Cost model of one layer's training forward | backward, counted at the ATen level: "
+            "kernels (non-view ops), and activation-sized reads / writes / new allocations:",
+            ["shape", "norm", *counts],
+            counted,
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"expected N,C,H,W of positive integers, got {text!r}")
+    return shape
+
+
+DESCRIPTION = (
+    "Time the norm layers side by side: MobileNetV2 training steps and one layer's "
+    "forward+backward, as ratios to BN."
+)
+
+
+def parser(prog: str = "python -m dnbook bench") -> argparse.ArgumentParser:
+    """The benchmark's own argument parser (see :func:`add_arguments`)."""
+    return add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the benchmark's options to ``parser`` (a CLI subcommand's, say); return it."""
+    parser.add_argument(
+        "--specs",
+        nargs="+",
+        default=list(DEFAULT_SPECS),
+        help="norm specs, the first is the baseline; a spec ending in "
+        f"{REFERENCE_SUFFIX} uses DynamicNorm2d's teaching path. "
+        f"Default: {' '.join(DEFAULT_SPECS)}",
+    )
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 128])
+    parser.add_argument("--steps", type=int, default=20, help="timed rounds (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1)")
+    parser.add_argument(
+        "--layer-shapes",
+        nargs="*",
+        type=_shape,
+        default=None,
+        help="N,C,H,W inputs of the layer benchmark; none to skip it. Default: "
+        + " ".join(",".join(map(str, s)) for s in DEFAULT_LAYER_SHAPES),
+    )
+    parser.add_argument(
+        "--layer-steps",
+        type=int,
+        default=None,
+        help="timed rounds of the layer benchmark (default: 2 x --steps)",
+    )
+    parser.add_argument("--no-models", action="store_true", help="skip the model benchmark")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: torch's own choice)",
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: width 0.25, batch 4, 2 steps, a tiny layer",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "results" / "bench",
+        help="output folder (default: <repo>/results/bench)",
+    )
+    parser.add_argument("--name", default=None, help="file stem (default: <device>-<UTC time>)")
+    return parser
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    """Run the benchmark ``args`` describe; return the result (also written to ``args.out``)."""
+    if args.quick:
+        vars(args).update(QUICK)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    shapes = DEFAULT_LAYER_SHAPES if args.layer_shapes is None else args.layer_shapes
+    layer_steps = args.layer_steps or 2 * args.steps
+    timer = Timer(device)
+    model_schedule = Schedule(args.warmup, args.steps, timer)
+    layer_schedule = Schedule(args.warmup, layer_steps, timer)
+    started, load_before = time.perf_counter(), load_average()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    result = {
+        "name": args.name or f"{device.type}-{stamp}",
+        "command": command,
+        "started_utc": stamp,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "hardware": hardware(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "settings": {
+            "specs": list(args.specs),
+            "batch_sizes": list(args.batch_sizes),
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "width": args.width,
+            "layer_shapes": [list(s) for s in shapes],
+            "layer_steps": layer_steps,
+            "threads": torch.get_num_threads(),
+            "baseline": args.specs[0],
+        },
+        "load_average_before": load_before,
+        "models": [],
+        "layers": [],
+    }
+    for batch_size in [] if args.no_models else args.batch_sizes:
+        rows = bench_models(args.specs, batch_size, args.width, device, model_schedule)
+        result["models"].append({"batch_size": batch_size, "norms": rows})
+        _print_rows(f"MobileNetV2, batch {batch_size}", rows)
+    for shape in shapes:
+        rows = bench_layers(args.specs, shape, device, layer_schedule)
+        for spec, row in rows.items():
+            row["traffic"] = memory_traffic(spec, shape)
+        result["layers"].append({"shape": list(shape), "norms": rows})
+        _print_rows(f"one layer, {tuple(shape)}", rows)
+    result["load_average_after"] = load_average()
+    result["wall_time_s"] = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / result["name"]
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+    return result
+
+
+def _print_rows(title: str, rows: dict[str, dict]) -> None:
+    print(title, flush=True)
+    for spec, row in rows.items():
+        cpu = row.get("median_cpu_ms")
+        cpu_text = "" if cpu is None else f"  cpu {cpu:9.2f} ms  x{row.get('ratio_cpu_ms', 0):.2f}"
+        print(
+            f"  {spec:<28} wall {row['median_wall_ms']:9.2f} ms  "
+            f"x{row.get('ratio_wall_ms', 0):.2f}{cpu_text}",
+            flush=True,
+        )
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m dnbook bench") -> int:
+    """Entry point for ``python -m dnbook bench`` (``argv`` without the subcommand)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    run(parser(prog).parse_args(argv), f"{prog} {shlex.join(argv)}".strip())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(prog="python -m dnbook.bench"))
