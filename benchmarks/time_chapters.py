@@ -4,7 +4,7 @@ took, with the hardware and versions, for the tour chapter's table.
     DNBOOK_DATA=../shared/data python benchmarks/time_chapters.py --profile ci
 
 writes ``results/chapter_times/<profile>.json``. Notebooks are executed in a fresh kernel each,
-in memory (the files are not modified).
+in memory; ``--inplace`` also saves each executed notebook, so one pass refreshes the book.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def chapter_paths(root: Path) -> list[Path]:
     )
 
 
-def time_notebook(path: Path, timeout: int) -> dict:
+def time_notebook(path: Path, timeout: int, inplace: bool = False) -> dict:
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
@@ -43,6 +43,8 @@ def time_notebook(path: Path, timeout: int) -> dict:
         client.execute()
     except Exception as error:  # record the failure, keep timing the others
         status = f"error: {type(error).__name__}"
+    if inplace and status == "ok":
+        nbformat.write(notebook, path)
     seconds = round(time.perf_counter() - start, 1)
     return {"notebook": str(path.relative_to(REPO_ROOT)), "seconds": seconds, "status": status}
 
@@ -56,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
     parser.add_argument("--out", type=Path, default=None, help="output JSON path")
+    parser.add_argument(
+        "--inplace", action="store_true", help="save each executed notebook (outputs included)"
+    )
     args = parser.parse_args(argv)
     os.environ["DNBOOK_PROFILE"] = args.profile
     rows = []
     for path in chapter_paths(REPO_ROOT):
-        rows.append(time_notebook(path, args.timeout))
+        rows.append(time_notebook(path, args.timeout, args.inplace))
         row = rows[-1]
         print(f"{row['seconds']:8.1f} s  {row['status']:<6} {row['notebook']}", flush=True)
     out = args.out or REPO_ROOT / "results" / "chapter_times" / f"{args.profile}.json"

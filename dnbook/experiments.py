@@ -46,8 +46,12 @@ def dnb(r: int = 16, g: int | str = 1) -> str:
 
 
 def dnc(merge: str) -> str:
-    """The norm spec of DN-C(16) with the E[X]/Std[X] branches merged after ``fc1`` or ``fc2``."""
-    return f"dnc:r=16,merge={merge}"
+    """The norm spec of DN-C(16) with the E[X]/Std[X] branches merged after ``fc1`` or ``fc2``.
+
+    The shift is pinned to the unbounded ``lambda = t`` (the plain FC output, the paper's reading)
+    rather than the layer's default tanh: the DN-C experiments test the layer as the paper built
+    it, and the bounded shift is one of the fixes the failure chapter tries."""
+    return f"dnc:r=16,merge={merge},shift=linear"
 
 
 SE_BN = "se:r=16"

@@ -71,8 +71,8 @@ def test_configs_keep_the_papers_settings():
     mnv2 = "mobilenet_v2"
     assert _settings("table1") == {
         (bn, 0.2, 64, mnv2),
-        ("dnc:r=16,merge=fc1", 0.1, 64, mnv2),
-        ("dnc:r=16,merge=fc2", 0.1, 64, mnv2),
+        ("dnc:r=16,merge=fc1,shift=linear", 0.1, 64, mnv2),
+        ("dnc:r=16,merge=fc2,shift=linear", 0.1, 64, mnv2),
         (dnb1, 0.2, 64, mnv2),
         (dnb_oup, 0.2, 64, mnv2),
     }
