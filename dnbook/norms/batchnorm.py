@@ -143,6 +143,31 @@ def register_running_stats(
         module.register_buffer(name, buffer)
 
 
+def reset_running_stats(module: nn.Module) -> None:
+    """Running mean 0, running variance 1, no batch tracked (when ``module`` tracks them)."""
+    if module.track_running_stats:
+        module.running_mean.zero_()
+        module.running_var.fill_(1.0)
+        module.num_batches_tracked.zero_()
+
+
+@torch.no_grad()
+def update_running_stats(
+    module: nn.Module, mean: torch.Tensor, var: torch.Tensor, values_per_channel: int
+) -> None:
+    """PyTorch's running-statistics update of ``module`` (which has ``momentum`` and the buffers
+    of :func:`register_running_stats`) from a batch's mean and biased variance."""
+    module.num_batches_tracked.add_(1)
+    # m = momentum, or 1/t (t = batches tracked so far) for a cumulative moving average
+    cumulative = module.momentum is None
+    factor = 1.0 / float(module.num_batches_tracked) if cumulative else module.momentum
+    # running_mean <- (1 - m) * running_mean + m * mu_B
+    module.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+    # running_var <- (1 - m) * running_var + m * n/(n-1) * sigma_B^2   (unbiased)
+    unbiased_var = var * (values_per_channel / (values_per_channel - 1))
+    module.running_var.mul_(1.0 - factor).add_(unbiased_var, alpha=factor)
+
+
 class BatchNormFunction(torch.autograd.Function):
     """Training-mode batch normalization of an (N, C, H, W) input with a hand-written backward.
 
@@ -254,10 +279,7 @@ class BatchNorm2d(nn.Module):
 
     def reset_running_stats(self) -> None:
         """Running mean 0, running variance 1, no batch tracked."""
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1.0)
-            self.num_batches_tracked.zero_()
+        reset_running_stats(self)
 
     def reset_parameters(self) -> None:
         """Reset the running statistics, and gamma to 1, beta to 0."""
@@ -274,7 +296,7 @@ class BatchNorm2d(nn.Module):
         check_batch_statistics(type(self).__name__, x)
         y, mean, var = BatchNormFunction.apply(x, self.weight, self.bias, self.eps)
         if self.training and self.track_running_stats:
-            self._update_running_stats(mean, var, values_per_channel=x.numel() // x.shape[1])
+            update_running_stats(self, mean, var, values_per_channel=x.numel() // x.shape[1])
         return y
 
     def _normalize_with_running_stats(self, x: torch.Tensor) -> torch.Tensor:
@@ -284,20 +306,6 @@ class BatchNorm2d(nn.Module):
         x_hat = (x - _per_channel(self.running_mean)) * inv_std  # (N, C, H, W)
         # y = gamma * x_hat + beta
         return channel_affine(x_hat, self.weight, self.bias)
-
-    @torch.no_grad()
-    def _update_running_stats(
-        self, mean: torch.Tensor, var: torch.Tensor, values_per_channel: int
-    ) -> None:
-        self.num_batches_tracked.add_(1)
-        # m = momentum, or 1/t (t = batches tracked so far) for a cumulative moving average
-        cumulative = self.momentum is None
-        factor = 1.0 / float(self.num_batches_tracked) if cumulative else self.momentum
-        # running_mean <- (1 - m) * running_mean + m * mu_B
-        self.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-        # running_var <- (1 - m) * running_var + m * n/(n-1) * sigma_B^2   (unbiased)
-        unbiased_var = var * (values_per_channel / (values_per_channel - 1))
-        self.running_var.mul_(1.0 - factor).add_(unbiased_var, alpha=factor)
 
     def extra_repr(self) -> str:
         return (

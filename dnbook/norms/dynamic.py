@@ -36,7 +36,7 @@ from dnbook.norms._validation import (
     check_input,
     check_positive_int,
 )
-from dnbook.norms.batchnorm import register_running_stats
+from dnbook.norms.batchnorm import register_running_stats, reset_running_stats
 from dnbook.norms.fast_dynamic import dynamic_norm
 from dnbook.norms.grouped_fc import GroupedFC
 from dnbook.norms.squeeze_excitation import reduced_width
@@ -198,10 +198,7 @@ class DynamicNorm2d(nn.Module):
         self.reset_parameters()
 
     def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
+        reset_running_stats(self)
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from dnbook.norms.batchnorm import BatchNorm2d
+from dnbook.norms import batchnorm
 
 if TYPE_CHECKING:
     from dnbook.norms.dynamic import DynamicNorm2d
@@ -185,9 +185,7 @@ def dynamic_norm(layer: DynamicNorm2d, x: torch.Tensor, use_batch_stats: bool) -
             if update_running_stats:
                 # torch.nn.BatchNorm2d's update (unbiased running_var; momentum=None: a
                 # cumulative average), as written in dnbook's BatchNorm2d.
-                BatchNorm2d._update_running_stats(
-                    layer, mean.detach(), var.detach(), x.numel() // c
-                )
+                batchnorm.update_running_stats(layer, mean.detach(), var.detach(), x.numel() // c)
         else:
             mean, var = layer.running_mean, layer.running_var
         # s = 1 / sqrt(sigma^2 + eps)                                       # (C,)
