@@ -15,7 +15,9 @@ experiment's ``notes``):
   can train in minutes. CIFAR-10 is easier and smaller, so accuracies are not comparable with
   the paper's; the comparisons between rows are what the book checks.
 * **Length.** 240 epochs become a profile's ``epochs`` (1 to 15), with a cosine schedule and
-  one warm-up epoch; the paper does not name its schedule.
+  a linear warm-up of ``min(1, epochs / 5)`` epochs (one epoch from 5 epochs up; a fifth of a
+  one-epoch run, which would otherwise never leave its warm-up); the paper does not name its
+  schedule.
 * **Width.** Smaller profiles shrink the networks (``width_mult``); the ``gpu`` and ``paper``
   profiles keep width 1.0.
 * **Small batches.** Below a profile's ``small_batch_reference`` a run gets proportionally fewer
@@ -66,6 +68,11 @@ def mabn(batch_size: int) -> str:
     return f"mabn:buffer={max(1, 32 // batch_size)}"
 
 
+def warmup_epochs(epochs: int) -> float:
+    """Linear warm-up length of a run of ``epochs``: one epoch, capped at a fifth of the run."""
+    return min(1.0, epochs / 5)
+
+
 def train_config(
     profile: Profile,
     *,
@@ -93,6 +100,7 @@ def train_config(
         "batch_size": batch_size,
         "eval_batch_size": profile.eval_batch_size,
         "lr": lr,
+        "warmup_epochs": warmup_epochs(profile.epochs_for(batch_size)),
         "seed": profile.seeds[0] if seed is None else seed,
     }
     fields.update(overrides)
@@ -404,7 +412,14 @@ DNB_DESIGN = ScaledExperiment(
     "is a divergence too).",
     DNB_DESIGN_VARIANTS,
     scale={
-        "cpu": {"width_mult": 0.25, "n_train": 2_000, "n_val": 500, "n_test": 1_000, "epochs": 3}
+        "cpu": {
+            "width_mult": 0.25,
+            "n_train": 2_000,
+            "n_val": 500,
+            "n_test": 1_000,
+            "epochs": 3,
+            "warmup_epochs": 1.0,
+        }
     },
     seeds={"cpu": (0,)},
     extra={"cpu": DESIGN_SECOND_SEED},

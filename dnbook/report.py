@@ -88,6 +88,78 @@ def curves_frame(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["hash", "seed", "epoch", "split", "accuracy"])
 
 
+# Profiles from the largest to the smallest: what a chapter shows when several have results.
+PROFILE_ORDER = ("paper", "gpu", "cpu", "ci")
+
+
+def experiment_runs(
+    name: str, profile: str | Profile, results_root: str | Path | None = None
+) -> tuple[pd.DataFrame, list[dict]]:
+    """The stored runs of experiment ``name`` at ``profile``: a :func:`runs_frame` with a
+    ``variant`` column (the registry's label) and a ``profile`` column, in the experiment's
+    variant order and then by seed, and the result dicts themselves. Both are empty when
+    nothing is stored."""
+    profile = get_profile(profile)
+    labels = EXPERIMENTS[name].labels(profile)
+    results = [r for r in load_results(profile.name, results_root) if r["hash"] in labels]
+    if not results:
+        return pd.DataFrame(), []
+    frame = runs_frame(results)
+    order = list(dict.fromkeys(labels.values()))
+    frame["variant"] = pd.Categorical(frame["hash"].map(labels), order)
+    frame["profile"] = profile.name
+    frame = frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True)
+    return frame, results
+
+
+def largest_stored(
+    name: str, results_root: str | Path | None = None
+) -> tuple[pd.DataFrame, list[dict]]:
+    """For every variant of experiment ``name``, the runs of the largest profile (in
+    :data:`PROFILE_ORDER`) that has that variant stored; a grid half done at a large profile
+    is completed from a smaller one, and the ``profile`` column says which is which."""
+    frames, results = [], []
+    for profile_name in PROFILE_ORDER:
+        frame, stored = experiment_runs(name, profile_name, results_root)
+        if frame.empty:
+            continue
+        shown = {v for f in frames for v in f["variant"]}
+        keep = ~frame["variant"].isin(shown)
+        frames.append(frame[keep])
+        kept = set(frame.loc[keep, "hash"])
+        results += [r for r in stored if r["hash"] in kept]
+    if not frames:
+        return pd.DataFrame(), []
+    order = [label for label, _ in EXPERIMENTS[name].variants]
+    order += [v for f in frames for v in f["variant"].cat.categories if v not in order]
+    frame = pd.concat([f.astype({"variant": str}) for f in frames], ignore_index=True)
+    frame["variant"] = pd.Categorical(frame["variant"], list(dict.fromkeys(order)))
+    return frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True), results
+
+
+def seed_stats(runs: pd.DataFrame, metric: str = "test_acc_at_best_val") -> pd.DataFrame:
+    """``runs`` pooled over seeds, numerically: per variant (and profile) the number of seeds,
+    how many diverged, and the mean, standard deviation, minimum and maximum of ``metric`` over
+    the seeds that finished (std is NaN with fewer than two)."""
+    rows = []
+    groups = runs.groupby(["variant", "profile"], sort=False, observed=True)
+    for (variant, profile), group in groups:
+        values = group.loc[group["status"] == "finished", metric].dropna()
+        rows.append(
+            {
+                "variant": variant,
+                "profile": profile,
+                "seeds": len(group),
+                "diverged": int((group["status"] == "diverged").sum()),
+                "mean": values.mean(),
+                "std": values.std(),
+                "min": values.min(),
+                "max": values.max(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _mean_std(values: pd.Series) -> str:
     values = values.dropna()
     if values.empty:
@@ -114,7 +186,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     knobs that vary between variants, the status, mean ± std of the accuracies, seeds, hardware."""
     varying = [knob for knob in KNOBS if runs[knob].astype(str).nunique() > 1]
     rows = []
-    for variant, group in runs.groupby("variant", sort=False):
+    for variant, group in runs.groupby("variant", sort=False, observed=True):
         first = group.iloc[0]
         rows.append(
             {
@@ -211,12 +283,8 @@ def render_report(
         runs, curves = runs_frame(results), curves_frame(results)
         claimed: set[str] = set()
         for name, experiment in EXPERIMENTS.items():
-            labels = experiment.labels(profile)
-            order = list(dict.fromkeys(labels.values()))  # the experiment's variant order
-            mine = runs[runs["hash"].isin(labels)].copy()
-            mine["variant"] = mine["hash"].map(labels)
-            mine = mine.sort_values("variant", key=lambda v: v.map(order.index), kind="stable")
-            claimed |= set(labels)
+            mine, _ = experiment_runs(name, profile, root)
+            claimed |= set(experiment.labels(profile))
             if not mine.empty:
                 title = f"{name}: {experiment.title} (paper: {experiment.paper_ref})"
                 png = out_dir / f"{name}.png"

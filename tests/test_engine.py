@@ -12,7 +12,15 @@ import torch
 from torch import nn
 
 from dnbook.data import DataNotFoundError, DatasetSplits
-from dnbook.engine import TrainConfig, load_results, results_frame, run, train
+from dnbook.engine import (
+    TrainConfig,
+    load_results,
+    results_frame,
+    run,
+    train,
+    trained_model,
+    weights_path,
+)
 from dnbook.engine import store as store_module
 from dnbook.engine.trainer import WarmupCosine, param_groups
 
@@ -278,6 +286,45 @@ def test_run_stores_a_result_and_the_second_call_is_a_cache_hit(tmp_path, monkey
 
     monkeypatch.setattr(store_module, "train", no_training)
     assert run(cfg, profile="test", progress=False, **options) == result
+
+
+def synthetic_config(**changes) -> TrainConfig:
+    """A real model on the in-memory synthetic dataset: what ``trained_model`` rebuilds."""
+    base = TrainConfig(
+        dataset="synthetic",
+        n_train=64,
+        n_val=32,
+        n_test=32,
+        epochs=1,
+        batch_size=16,
+        eval_batch_size=32,
+        width_mult=0.25,
+        lr=0.05,
+    )
+    return base.replace(**changes)
+
+
+def test_trained_model_loads_the_kept_weights_or_retrains_the_same_ones():
+    cfg = synthetic_config()
+    run(cfg, profile="test", progress=False, device="cpu")
+    assert weights_path(cfg).exists()
+    kept = trained_model(cfg, profile="test", progress=False)
+    assert not kept.training
+    weights_path(cfg).unlink()  # a fresh clone: the JSON is in git, the weights are not
+    retrained = trained_model(cfg, profile="test", progress=False)
+    for key, value in retrained.state_dict().items():
+        torch.testing.assert_close(value, kept.state_dict()[key], rtol=0, atol=0)
+
+
+def test_trained_model_refuses_a_retrained_run_that_disagrees_with_the_store(tmp_path):
+    cfg = synthetic_config()
+    result = run(cfg, profile="test", progress=False, device="cpu")
+    result["final"]["best_val_acc"] += 10.0
+    path = tmp_path / "results" / "test" / f"{cfg.hash()}.json"
+    path.write_text(json.dumps(result))
+    weights_path(cfg).unlink()
+    with pytest.raises(RuntimeError, match="stored result says"):
+        trained_model(cfg, profile="test", progress=False)
 
 
 def test_a_diverged_run_is_stored_not_raised():

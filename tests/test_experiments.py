@@ -7,7 +7,14 @@ import torch
 import dnbook.experiments as experiments
 from dnbook.engine import TrainConfig
 from dnbook.engine.profiles import PROFILES, Profile, get_profile
-from dnbook.experiments import EXPERIMENTS, configs, estimate, estimate_steps, reproduce
+from dnbook.experiments import (
+    EXPERIMENTS,
+    configs,
+    estimate,
+    estimate_steps,
+    reproduce,
+    warmup_epochs,
+)
 
 REQUIRED = {
     "table1",
@@ -166,12 +173,28 @@ def test_reproduce_runs_each_distinct_config_once(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("epochs, expected", [(1, 0.2), (3, 0.6), (5, 1.0), (240, 1.0)])
+def test_warmup_is_one_epoch_capped_at_a_fifth_of_the_run(epochs, expected):
+    assert warmup_epochs(epochs) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", ["table2", "small_batch"])
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_every_run_leaves_its_warmup_before_it_ends(name, profile):
+    for config in configs(name, profile):
+        assert 0 < config.warmup_epochs <= config.epochs / 5 or config.warmup_epochs == 1.0
+        assert config.warmup_epochs < config.epochs
+
+
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_dnb_design_sweeps_the_design_options_at_three_learning_rates(profile):
     p = PROFILES[profile]
     built = configs("dnb_design", profile)
     assert {c.hash() for c in built} <= set(EXPERIMENTS["dnb_design"].labels(profile))
-    assert {(c.model, c.batch_size, c.warmup_epochs) for c in built} == {("mobilenet_v2", 64, 1.0)}
+    assert {(c.model, c.batch_size) for c in built} == {("mobilenet_v2", 64)}
+    # The cpu runs were stored with one warm-up epoch; the experiment pins it there.
+    expected_warmup = 1.0 if profile == "cpu" else warmup_epochs(p.epochs)
+    assert {c.warmup_epochs for c in built} == {expected_warmup}
     if profile == "ci":
         # Tiny: BN and two DN-B variants at the paper's lr, at the ci scale.
         assert {(c.norm.split(":")[0], c.lr) for c in built} == {("bn", 0.2), ("dnb", 0.2)}

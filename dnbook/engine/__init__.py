@@ -2,13 +2,21 @@
 
 * ``TrainConfig``: one run, a frozen dataclass with a stable ``hash()``.
 * ``run(config, profile=...)``: the stored result of a config, trained first if needed.
+* ``trained_model(config, profile=...)``: its best-validation weights in the model.
 * ``load_results(profile, **filters)`` / ``results_frame(results)``: read the store.
 * ``PROFILES`` / ``get_profile(name)``: how large the book's experiments are on a machine.
 """
 
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.profiles import PROFILES, get_profile
-from dnbook.engine.store import load_results, results_dir, results_frame, run
+from dnbook.engine.store import (
+    load_results,
+    results_dir,
+    results_frame,
+    run,
+    trained_model,
+    weights_path,
+)
 from dnbook.engine.trainer import TrainOutcome, train
 
 __all__ = [
@@ -21,4 +29,6 @@ __all__ = [
     "results_frame",
     "run",
     "train",
+    "trained_model",
+    "weights_path",
 ]

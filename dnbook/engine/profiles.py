@@ -107,29 +107,29 @@ PROFILES: dict[str, Profile] = {
         small_batch_reference=64,
         device_hint="cpu",
     ),
-    # A reader's laptop, one chapter in about 15 minutes on 2 cores. The team measured
-    # MobileNetV2 at width 1.0 training at ~200 images/s on 2 cores (BN, 32x32, batch 64);
-    # at width 0.5 we assume ~400 images/s (about a quarter of the multiply-adds, but the
-    # depthwise layers are memory-bound, so not 4x) and that DN-B costs about the same.
-    # Chapter 7 (Tables 1-2, Figure 1) has 6 configurations:
-    #   training   6 configs x 2 seeds x 5 epochs x 5,000 images = 300,000 images / 400/s = 750 s
-    #   evaluation 6 x 2 x 5 x 3,000 images at ~3x the training rate             = 150 s
-    #   total ~900 s = 15 minutes.
-    # The robustness chapter (Tables 3, 4, 8 and the small-batch study) has several times
-    # more runs; `reproduce NAME --dry-run` prints each experiment's cost.
+    # A reader's laptop, one chapter in about 15 minutes on 2 cores, 3 seeds. Measured on the
+    # 2-core machine, idle, one process per core (torch.set_num_threads(1)), training steps of
+    # batch 64 at 32x32 with the CIFAR stem: MobileNetV2 width 0.25 147 images/s with BN and
+    # 125 with DN-B(16,1); ResNet-18 width 0.125 faster still (ResNet-18 at 0.25: 251 and 222).
+    # A run is 3 epochs of 3,000 images (141 steps) plus 3 evaluations of 1,500 images (about a
+    # third of a training image's cost each): ~10,500 image-equivalents, ~80 s at 130 images/s.
+    # Chapter 7 (Tables 1-2, Figure 1) has 6 configurations x 3 seeds = 18 runs; two at a time
+    # (`reproduce --jobs 2`, one per core): 18 x 80 s / 2 = 12 minutes. The earlier sizing
+    # (width 0.5, 5,000 images, 5 epochs) assumed 400 images/s and took 12-30 minutes a run.
     "cpu": Profile(
         name="cpu",
-        description="a laptop: one chapter's experiments in about 15 minutes on 2 cores",
+        description="a laptop: one chapter's experiments, 3 seeds, in about 15 minutes on 2 cores",
         dataset="cifar10",
-        n_train=5_000,
-        n_val=1_000,
-        n_test=2_000,
-        epochs=5,
-        width_mult=0.5,
-        resnet_width_mult=0.25,
-        seeds=(0, 1),
+        n_train=3_000,
+        n_val=500,
+        n_test=1_000,
+        epochs=3,
+        width_mult=0.25,
+        resnet_width_mult=0.125,
+        seeds=(0, 1, 2),
         eval_batch_size=500,
         small_batch_reference=64,
+        jobs=2,
         device_hint="cpu",
     ),
     # One H200, every experiment with 3 seeds in at most 25 minutes. Not yet measured: the

@@ -4,7 +4,10 @@
 config, per-epoch curves, final metrics, status (``"finished"`` or ``"diverged"``), seed,
 command line, hardware, library versions, git commit, wall time and timestamp. ``run``
 returns the stored result when the file exists and trains otherwise; checkpoints live in
-the cache directory (outside git) while a run is under way and are deleted when it ends.
+the cache directory (outside git) while a run is under way and are deleted when it ends. The
+best-validation weights stay in the cache (``weights/<hash>.pt``, not in git) for the chapters
+that study a trained model: :func:`trained_model` loads them, or trains the run again where
+they are missing (a fresh clone) and checks that the retrained run matches the stored result.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ def checkpoint_path(config: TrainConfig) -> Path:
     from dnbook.data import cache_dir
 
     return cache_dir() / "checkpoints" / f"{config.hash()}.pt"
+
+
+def weights_path(config: TrainConfig) -> Path:
+    """Where :func:`run` keeps the best-validation weights of ``config`` (cache, not git)."""
+    from dnbook.data import cache_dir
+
+    return cache_dir() / "weights" / f"{config.hash()}.pt"
 
 
 def _write_json_atomically(data: dict[str, Any], path: Path) -> None:
@@ -105,9 +115,71 @@ def run(
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if ctx.is_main:
+        if outcome.best_state is not None:
+            _save_weights(outcome.best_state, weights_path(config))
         _write_json_atomically(result, path)
         checkpoint.unlink(missing_ok=True)
     return distributed.broadcast_object(result, ctx)
+
+
+def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    torch.save({key: value.detach().cpu() for key, value in state.items()}, partial)
+    os.replace(partial, path)
+
+
+def trained_model(
+    config: TrainConfig,
+    *,
+    profile: str = "cpu",
+    results_root: str | Path | None = None,
+    progress: bool = True,
+    atol: float = 0.5,
+) -> torch.nn.Module:
+    """The model of ``config`` with its best-validation weights, in eval mode, on the CPU.
+
+    The weights come from the cache where :func:`run` left them. Where they are missing (a
+    fresh clone has the JSON results but no weights) the run is trained again; if a stored
+    result exists, the retrained run's best-validation accuracy must match it within ``atol``
+    points, else ``RuntimeError`` (training is deterministic for a seed on one machine, but
+    other hardware or library versions may drift).
+
+    Raises:
+        ValueError: for a stored run that diverged (it has no weights).
+    """
+    from dnbook.models import build_model
+
+    path = weights_path(config)
+    stored = result_path(config, profile, results_root)
+    if not path.exists():
+        previous = json.loads(stored.read_text()) if stored.exists() else None
+        if previous is not None and previous["status"] != "finished":
+            raise ValueError(
+                f"run {config.hash()} has status {previous['status']!r}; expected 'finished'"
+            )
+        outcome = train(config, device="cpu", progress=progress)
+        if outcome.best_state is None:
+            raise ValueError(f"run {config.hash()} has status {outcome.status!r}, no weights")
+        retrained = outcome.final["best_val_acc"]
+        if previous is not None and abs(retrained - previous["final"]["best_val_acc"]) > atol:
+            raise RuntimeError(
+                f"run {config.hash()} trained again reached {retrained:.2f}% best validation "
+                f"accuracy; the stored result says {previous['final']['best_val_acc']:.2f}%"
+            )
+        _save_weights(outcome.best_state, path)
+    from dnbook.engine.trainer import load_splits
+
+    num_classes = len(load_splits(config).classes)
+    model = build_model(
+        config.model,
+        num_classes=num_classes,
+        norm=config.norm,
+        width_mult=config.width_mult,
+        stem=config.stem,
+    )
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 def load_results(

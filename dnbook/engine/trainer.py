@@ -153,7 +153,8 @@ def _default_model(config: TrainConfig) -> ModelFactory:
     return build
 
 
-def _load_splits(config: TrainConfig):
+def load_splits(config: TrainConfig):
+    """The train / validation / test splits ``config`` names (subsets drawn with seed 0)."""
     from dnbook.data import load_dataset
 
     # The split seed is fixed: every training seed sees the same train/val/test images.
@@ -458,7 +459,7 @@ def train(
     """
     ctx, device = distributed.setup(device)
     seed_everything(config.seed, device)
-    splits = splits if splits is not None else _load_splits(config)
+    splits = splits if splits is not None else load_splits(config)
     loop = _Loop(config, splits, model_fn or _default_model(config), ctx, device, progress)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
