@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from dnbook.analysis import analysis_path, measure
 from dnbook.data import DataNotFoundError, DatasetSplits
 from dnbook.engine import (
     TrainConfig,
@@ -345,3 +346,27 @@ def test_load_results_filters_and_frames(tmp_path):
     frame = results_frame(load_results("test"))
     assert sorted(frame["seed"]) == [0, 1]
     assert {"norm", "lr", "status", "test_acc_at_best_val", "hash"} <= set(frame.columns)
+
+
+def test_measure_stores_a_measurement_and_reads_it_back(tmp_path, monkeypatch):
+    cfg = synthetic_config()
+    run(cfg, profile="test", progress=False, device="cpu")
+    calls = []
+
+    def count_parameters(model):
+        calls.append(model.training)
+        return {"parameters": sum(p.numel() for p in model.parameters())}
+
+    first = measure("size", cfg, count_parameters, profile="test")
+    path = analysis_path("size", cfg, "test")
+    stored = json.loads(path.read_text())
+    assert stored["value"] == first and stored["hash"] == cfg.hash()
+    for key in ("command", "hardware", "versions", "git_commit", "timestamp"):
+        assert key in stored
+    assert measure("size", cfg, count_parameters, profile="test") == first
+    assert calls == [False]  # computed once, on a model in eval mode
+
+
+def test_measure_rejects_a_name_that_is_not_a_word():
+    with pytest.raises(ValueError, match="measurement name"):
+        measure("../escape", synthetic_config(), len, profile="test")
