@@ -233,8 +233,9 @@ class TrafficCounter(TorchDispatchMode):
 
     A *kernel* is any op that is not a view. ``full_size`` kernels read or write a tensor with
     ``numel`` elements (the activation's size); ``reads`` and ``writes`` count those tensors
-    (an in-place op reads and writes its input; an ``out=`` argument is only written), and
-    ``allocations`` the written ones that are new memory.
+    (an in-place op reads and writes its input; an ``out=`` argument is only written; one
+    memory passed twice, as in ``x * x``, is read once), and ``allocations`` the written ones
+    that are new memory.
     """
 
     def __init__(self, numel: int) -> None:
@@ -252,6 +253,7 @@ class TrafficCounter(TorchDispatchMode):
         out_args = {a.name for a in func._schema.arguments if a.is_out}
         read = [a for a in tree_leaves(args) if big(a)]
         read += [v for k, v in kwargs.items() if k not in out_args and big(v)]
+        read = list({t.data_ptr(): t for t in read}.values())
         written = [t for t in tree_leaves(out) if big(t)]
         reuses = any(r.alias_info is not None for r in returns)  # in place or out=
         self.counts["kernels"] += 1

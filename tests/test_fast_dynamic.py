@@ -7,8 +7,9 @@ import torch
 
 from dnbook import bench
 from dnbook.models import mobilenet_v2
-from dnbook.norms import DynamicNorm2d
-from dnbook.norms.fast_dynamic import DynamicNormFunction, spatial_moments
+from dnbook.norms import DynamicNorm2d, fast_dynamic
+from dnbook.norms.dynamic import ACTIVATIONS, SCALES, SHIFTS
+from dnbook.norms.fast_dynamic import DynamicNormFunction, GraphCoefficients, spatial_sums
 
 SHAPE = (4, 24, 5, 5)
 # float64: the two paths differ only by rounding (E[x^2] - E[x]^2 against two-pass statistics).
@@ -90,17 +91,53 @@ def test_gradcheck_of_the_function_with_any_coefficients():
     def coefficients(mean, mean_square):  # (N, C) -> (N, C): an arbitrary smooth map
         return 1 + torch.tanh(mean * weight), mean_square * weight - mean
 
+    def function(x, weight):
+        return DynamicNormFunction.apply(x, GraphCoefficients(coefficients, [weight]), weight)
+
     x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
-    function = lambda x, weight: DynamicNormFunction.apply(x, coefficients, weight)  # noqa: E731
     assert torch.autograd.gradcheck(function, (x, weight))
 
 
 def test_function_computes_x_times_scale_plus_shift():
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    y = DynamicNormFunction.apply(x, lambda m, q: (m, q))
+    y = DynamicNormFunction.apply(x, GraphCoefficients(lambda m, q: (m, q), []))
     mean, mean_square = x.mean(dim=(2, 3)), x.square().mean(dim=(2, 3))
     torch.testing.assert_close(y, x * mean[..., None, None] + mean_square[..., None, None])
-    torch.testing.assert_close(spatial_moments(x), (mean, mean_square))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_spatial_sums(dtype, channels_last):
+    a, x = torch.randn(2, 2, 3, 5, 4, dtype=torch.float64)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    a_in, x_in = (t.to(dtype).contiguous(memory_format=memory_format) for t in (a, x))
+    sum_ax, sum_a = spatial_sums(a_in, x_in)
+    a, x = a_in.double(), x_in.double()  # the rounded inputs, exactly
+    assert sum_ax.dtype == sum_a.dtype == torch.promote_types(dtype, torch.float32)
+    tolerance = TOLERANCE if dtype == torch.float64 else {"atol": 1e-5, "rtol": 1e-5}
+    torch.testing.assert_close(sum_ax.double(), (a * x).sum(dim=(2, 3)), **tolerance)
+    torch.testing.assert_close(sum_a.double(), a.sum(dim=(2, 3)), **tolerance)
+
+
+@pytest.mark.parametrize(
+    ("table", "functions"),
+    [
+        (fast_dynamic.SCALE_BACKWARDS, SCALES),
+        (fast_dynamic.SHIFT_BACKWARDS, SHIFTS),
+        (fast_dynamic.ACTIVATION_BACKWARDS, {k: v() for k, v in ACTIVATIONS.items()}),
+    ],
+)
+def test_hand_written_derivatives_match_autograd(table, functions):
+    # DN-B's backward takes each option's derivative from these tables: one per option.
+    assert table.keys() == functions.keys()
+    activation = table is fast_dynamic.ACTIVATION_BACKWARDS  # written in h, not in f(h)
+    for name, function in functions.items():
+        h = torch.linspace(-3, 3, 13, dtype=torch.float64, requires_grad=True)
+        grad = torch.rand(13, dtype=torch.float64)
+        out = function(h)
+        (expected,) = torch.autograd.grad(out, h, grad)
+        argument = h.detach() if activation else out.detach()
+        torch.testing.assert_close(table[name](grad, argument), expected, **TOLERANCE)
 
 
 def test_backward_can_run_twice_with_retain_graph():
@@ -193,3 +230,20 @@ def test_benchmark_quick_run_writes_its_figures(tmp_path, capsys):
 def test_benchmark_rejects_a_bad_layer_shape():
     with pytest.raises(SystemExit):
         bench.parser().parse_args(["--layer-shapes", "4,16,4"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "forward", "backward"),
+    [
+        ("bn", (1, 1, 1), (2, 1, 1)),  # torch.nn.BatchNorm2d: one fused kernel each way
+        ("dnb:r=16,g=1", (3, 2, 1), (6, 3, 1)),  # sums; x * A, + B | sums; A g, + C1 x, + C0
+        ("dnc", (3, 2, 1), (6, 3, 1)),
+        ("dnb:r=16,g=1@reference", (4, 3, 3), (10, 5, 5)),
+    ],
+)
+def test_cost_model_of_one_layer(spec, forward, backward):
+    # Activation-sized (reads, writes, allocations): the fast path allocates one tensor each way.
+    traffic = bench.memory_traffic(spec, (4, 32, 3, 3))
+    for direction, expected in (("forward", forward), ("backward", backward)):
+        counts = traffic[direction]
+        assert (counts["reads"], counts["writes"], counts["allocations"]) == expected

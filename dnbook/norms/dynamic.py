@@ -131,8 +131,8 @@ class DynamicNorm2d(nn.Module):
             ``last_alpha``, ``last_shift``: shape (N, C) for DN-B, (C,) for DN-C (default
             ``False``).
         impl: ``"fast"`` (default): :mod:`dnbook.norms.fast_dynamic`, two passes over the
-            activations forward and three backward; ``"reference"``: the equations step by step,
-            as written in this module. Both compute the same function and gradients.
+            activations each way; ``"reference"``: the equations step by step, as written in
+            this module. Both compute the same function and gradients.
 
     Shape:
         - Input: :math:`(N, C, H, W)`
