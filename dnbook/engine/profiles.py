@@ -110,12 +110,15 @@ PROFILES: dict[str, Profile] = {
     # A reader's laptop, one chapter in about 15 minutes on 2 cores, 3 seeds. Measured on the
     # 2-core machine, idle, one process per core (torch.set_num_threads(1)), training steps of
     # batch 64 at 32x32 with the CIFAR stem: MobileNetV2 width 0.25 147 images/s with BN and
-    # 125 with DN-B(16,1); ResNet-18 width 0.125 faster still (ResNet-18 at 0.25: 251 and 222).
-    # A run is 3 epochs of 3,000 images (141 steps) plus 3 evaluations of 1,500 images (about a
-    # third of a training image's cost each): ~10,500 image-equivalents, ~80 s at 130 images/s.
-    # Chapter 7 (Tables 1-2, Figure 1) has 6 configurations x 3 seeds = 18 runs; two at a time
-    # (`reproduce --jobs 2`, one per core): 18 x 80 s / 2 = 12 minutes. The earlier sizing
-    # (width 0.5, 5,000 images, 5 epochs) assumed 400 images/s and took 12-30 minutes a run.
+    # 125 with DN-B(16,1); ResNet-18 width 0.25 251 / 222, ResNet-34 width 0.125 363 / 294.
+    # A run is 3 epochs of 3,000 images (138 steps: the last partial batch of an epoch is
+    # dropped) plus 3 evaluations of 1,500 images: ~80 s alone on an idle core. Through the
+    # engine, two runs at a time with other work on the machine (load 3-5), a batch-64
+    # MobileNetV2 run took 130-190 s of wall time and a batch-8 run (375 steps) 80-120 s.
+    # Chapter 7 (Tables 1-2, Figure 1) has 6 configurations x 3 seeds = 18 runs: about 12
+    # minutes on an idle 2-core machine (`reproduce --jobs 2`), 20-25 on a busy one. The
+    # earlier sizing (width 0.5, 5,000 images, 5 epochs) assumed 400 images/s and took 12-30
+    # minutes a run.
     "cpu": Profile(
         name="cpu",
         description="a laptop: one chapter's experiments, 3 seeds, in about 15 minutes on 2 cores",
