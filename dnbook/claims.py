@@ -189,8 +189,10 @@ class PairedGain:
     * **holds** if every seed's ``d`` exceeds ``threshold``;
     * **does not hold** if no seed's ``d`` exceeds it;
     * **inconclusive** otherwise (the seeds disagree), and always with fewer than
-      :data:`MIN_SEEDS` seeds compared, at the ``ci`` profile, or with runs shorter than
-      ``min_epochs`` (a claim about training curves needs curves).
+      :data:`MIN_SEEDS` seeds compared, at the ``ci`` profile, with runs shorter than
+      ``min_epochs`` (a claim about training curves needs curves), or when a variant named in
+      ``learned`` has a mean ``metric`` at most :data:`CHANCE_MARGIN` points above chance
+      (a claim such as "stable at a higher lr" says nothing if the baseline never learned).
 
     This is chapter 7's rule. With 3 seeds it is a weak test: two equally good variants put all
     three ``d`` on the same side of 0 one time in four. Only the seeds that every variant has
@@ -205,6 +207,7 @@ class PairedGain:
     best_of_minus: bool = False
     unit: str = "test accuracy, %"
     min_epochs: int = 1
+    learned: tuple[str, ...] = ()
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -262,6 +265,14 @@ class PairedGain:
         small = _small_sample(runs, len(d))
         if not small and runs["epochs"].min() < self.min_epochs:
             small = f"{_listed([runs['epochs'].min()], 'epoch')}, fewer than {self.min_epochs}"
+        if not small and self.learned:
+            chance = 100.0 / NUM_CLASSES[runs["dataset"].iloc[0]]
+            idle = [v for v in self.learned if table[v].mean() <= chance + CHANCE_MARGIN]
+            if idle:
+                small = (
+                    f"{', '.join(idle)} did not leave chance level (mean <= chance + "
+                    f"{CHANCE_MARGIN:g} points)"
+                )
         if small:
             return Evaluation(INCONCLUSIVE, small, measurement, **where)
         t = self.threshold
@@ -840,7 +851,12 @@ CLAIMS: tuple[Claim, ...] = (
         "Table 8; Abstract",
         ("table8",),
         CH8,
-        PairedGain(("DN-B(16,1) lr 0.5",), ("DN-B(16,1) lr 0.2",), threshold=-1.0),
+        PairedGain(
+            ("DN-B(16,1) lr 0.5",),
+            ("DN-B(16,1) lr 0.2",),
+            threshold=-1.0,
+            learned=("DN-B(16,1) lr 0.2",),
+        ),
     ),
     Claim(
         "dnb_lr05_loses_less",

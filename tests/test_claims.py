@@ -120,6 +120,17 @@ def test_paired_gain_needs_seeds_and_a_real_profile(frame, reason):
     assert found.verdict == INCONCLUSIVE and reason in found.reason
 
 
+@pytest.mark.parametrize(("baseline", "verdict"), [(25.0, HOLDS), (11.0, INCONCLUSIVE)])
+def test_paired_gain_needs_a_baseline_that_learned(baseline, verdict):
+    """ "Stable at a higher lr" (within 1 point of the baseline) means nothing if the
+    baseline itself sits at chance (10% here, margin CHANCE_MARGIN)."""
+    frame = runs({"A": [baseline - 0.5] * 3, "B": [baseline] * 3})
+    found = PairedGain(("A",), ("B",), threshold=-1.0, learned=("B",)).judge(frame)
+    assert found.verdict == verdict
+    if verdict == INCONCLUSIVE:
+        assert "did not leave chance level" in found.reason
+
+
 def test_paired_gain_pairs_only_common_seeds():
     frame = runs({"A": [30.0, 31.0, 32.0, 33.0], "B": [20.0, 20.0, 20.0]})
     found = PairedGain(("A",), ("B",)).judge(frame)
