@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from dnbook.engine import TrainConfig, environment, results_dir, trained_model
-from dnbook.engine.store import _write_json_atomically
+from dnbook.engine.store import write_json_atomically
 
 
 def analysis_path(
@@ -79,5 +79,5 @@ def measure(
         "wall_time_s": time.perf_counter() - started,
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _write_json_atomically(record, path)
+    write_json_atomically(record, path)
     return json.loads(json.dumps(value))  # what a later call will read back

@@ -23,7 +23,7 @@ import torch
 
 from dnbook.engine import distributed, environment
 from dnbook.engine.config import TrainConfig
-from dnbook.engine.trainer import train
+from dnbook.engine.trainer import save_atomically, train
 
 RESULTS_ENV = "DNBOOK_RESULTS"
 
@@ -53,7 +53,8 @@ def weights_path(config: TrainConfig) -> Path:
     return cache_dir() / "weights" / f"{config.hash()}.pt"
 
 
-def _write_json_atomically(data: dict[str, Any], path: Path) -> None:
+def write_json_atomically(data: dict[str, Any], path: Path) -> None:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it there."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     # NaN and infinities (a diverged run's last loss) are written as NaN / Infinity, which
@@ -117,16 +118,13 @@ def run(
     if ctx.is_main:
         if outcome.best_state is not None:
             _save_weights(outcome.best_state, weights_path(config))
-        _write_json_atomically(result, path)
+        write_json_atomically(result, path)
         checkpoint.unlink(missing_ok=True)
     return distributed.broadcast_object(result, ctx)
 
 
 def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    torch.save({key: value.detach().cpu() for key, value in state.items()}, partial)
-    os.replace(partial, path)
+    save_atomically({key: value.detach().cpu() for key, value in state.items()}, path)
 
 
 def trained_model(

@@ -420,7 +420,9 @@ class _Loop:
         self.best, self.earlier_sessions_s = state["best"], state["wall_time_s"]
 
 
-def _save_atomically(state: dict[str, Any], path: Path) -> None:
+def save_atomically(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: an interrupted save
+    never leaves a half-written file under ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     torch.save(state, partial)
@@ -485,7 +487,7 @@ def train(
             {k: f"{row[k]:.3g}" for k in ("train_loss", "val_acc", "test_acc") if k in row}
         )
         if checkpoint_path is not None and ctx.is_main:
-            _save_atomically(loop.state_dict(), checkpoint_path)
+            save_atomically(loop.state_dict(), checkpoint_path)
         if on_epoch_end is not None:
             on_epoch_end(row)
     epochs.close()
