@@ -166,6 +166,9 @@ def trained_model(
                 f"accuracy; the stored result says {previous['final']['best_val_acc']:.2f}%"
             )
         _save_weights(outcome.best_state, path)
+        # the retrained model is at hand: no second load of the dataset to rebuild it
+        outcome.model.load_state_dict(outcome.best_state)
+        return outcome.model.cpu().eval()
     from dnbook.engine.trainer import load_splits
 
     num_classes = len(load_splits(config).classes)
