@@ -142,7 +142,7 @@ def _provenance(runs: pd.DataFrame, seeds: Sequence[int]) -> dict[str, Any]:
     epochs = sorted(runs["epochs"].unique())
     return {
         "profile": str(first["profile"]),
-        "dataset": f"{first['dataset']} ({first['n_train']:,} train, "
+        "dataset": f"{first['dataset']} ({_train_size(first)} train, "
         f"{_listed(epochs, 'epoch')}, width {width})",
         "seeds": tuple(int(s) for s in seeds),
         "hardware": ", ".join(sorted(runs["hardware"].astype(str).unique())),
@@ -518,6 +518,13 @@ def _accuracy(row: dict) -> float | None:
     return next((_number(row[k]) for k in ACCURACY_KEYS if k in row), None)
 
 
+def _train_size(config) -> str:
+    """The training images of a run, for the ledger's dataset column (``None``: the whole
+    split)."""
+    n_train = config["n_train"]
+    return "all" if n_train is None or n_train != n_train else f"{int(n_train):,}"
+
+
 def _hardware(record: dict) -> str:
     """The GPU of a stored record, else its CPU."""
     hardware = record.get("hardware") or {}
@@ -529,7 +536,7 @@ def _analysis_provenance(records: list[dict]) -> dict[str, Any]:
     first = configs[0]
     return {
         "profile": str(records[0]["profile"]),
-        "dataset": f"{first['dataset']} ({first['n_train']:,} train, "
+        "dataset": f"{first['dataset']} ({_train_size(first)} train, "
         f"{_listed([first['epochs']], 'epoch')}, width {first['width_mult']:g})",
         "seeds": tuple(sorted(int(c["seed"]) for c in configs)),
         "hardware": ", ".join(sorted({_hardware(r) for r in records})),

@@ -36,9 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from dnbook.engine import TrainConfig, run
-from dnbook.engine.profiles import Profile, get_profile
+from dnbook.engine.profiles import PAPER_LR, Profile, get_profile
 
-PAPER_LR = 0.2
 PAPER_BATCH = 64
 
 
@@ -68,8 +67,11 @@ def mabn(batch_size: int) -> str:
     return f"mabn:buffer={max(1, 32 // batch_size)}"
 
 
-def warmup_epochs(epochs: int) -> float:
-    """Linear warm-up length of a run of ``epochs``: one epoch, capped at a fifth of the run."""
+def warmup_epochs(epochs: int, fraction: float | None = None) -> float:
+    """Linear warm-up length of a run of ``epochs``: ``fraction`` of the run where a profile
+    sets one, else one epoch capped at a fifth of the run."""
+    if fraction is not None:
+        return float(f"{fraction * epochs:.6g}")
     return min(1.0, epochs / 5)
 
 
@@ -83,10 +85,12 @@ def train_config(
     seed: int | None = None,
     **overrides,
 ) -> TrainConfig:
-    """One configuration at ``profile``'s scale: its dataset, subset, width, stem and the epochs
-    for ``batch_size`` (see :meth:`Profile.epochs_for`); ``seed`` defaults to the first of the
-    profile's seeds; ``overrides`` set any other :class:`TrainConfig` field."""
+    """One configuration at ``profile``'s scale: its dataset, subset, width, stem, recipe and the
+    epochs for ``batch_size`` (see :meth:`Profile.epochs_for`). ``lr`` is in the paper's units
+    and becomes :meth:`Profile.scaled_lr` (``lr * lr_star / 0.2``); ``seed`` defaults to the
+    first of the profile's seeds; ``overrides`` set any other :class:`TrainConfig` field."""
     is_resnet = model.startswith("resnet")
+    epochs = profile.epochs_for(batch_size)
     fields = {
         "model": model,
         "norm": norm,
@@ -96,12 +100,13 @@ def train_config(
         "n_train": profile.n_train,
         "n_val": profile.n_val,
         "n_test": profile.n_test,
-        "epochs": profile.epochs_for(batch_size),
+        "epochs": epochs,
         "batch_size": batch_size,
         "eval_batch_size": profile.eval_batch_size,
-        "lr": lr,
-        "warmup_epochs": warmup_epochs(profile.epochs_for(batch_size)),
+        "lr": profile.scaled_lr(lr),
+        "warmup_epochs": warmup_epochs(epochs, profile.warmup_fraction),
         "seed": profile.seeds[0] if seed is None else seed,
+        **dict(profile.recipe),
     }
     fields.update(overrides)
     return TrainConfig(**fields)
@@ -431,7 +436,7 @@ DNB_DESIGN = ScaledExperiment(
     "is a divergence too).",
     DNB_DESIGN_VARIANTS,
     scale={
-        "cpu": {
+        "cpu_v1": {
             "width_mult": 0.25,
             "n_train": 2_000,
             "n_val": 500,
@@ -440,8 +445,8 @@ DNB_DESIGN = ScaledExperiment(
             "warmup_epochs": 1.0,
         }
     },
-    seeds={"cpu": (0,)},
-    extra={"cpu": DESIGN_SECOND_SEED},
+    seeds={"cpu_v1": (0,)},
+    extra={"cpu_v1": DESIGN_SECOND_SEED},
     ci_variants=_lr_sweep(
         {k: DESIGN_NORMS[k] for k in ("BN", "DN-B a sigmoid/norm", "DN-B b linear/raw")}, (0.2,)
     ),

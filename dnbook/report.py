@@ -89,7 +89,7 @@ def curves_frame(results: list[dict]) -> pd.DataFrame:
 
 
 # Profiles from the largest to the smallest: what a chapter shows when several have results.
-PROFILE_ORDER = ("paper", "gpu", "cpu", "ci")
+PROFILE_ORDER = ("paper", "gpu", "cpu", "cpu_v1", "ci")
 
 
 def experiment_runs(

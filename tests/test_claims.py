@@ -404,7 +404,7 @@ def test_evaluate_reads_the_largest_profile_with_every_variant(tmp_path):
         _store_run(tmp_path, "cpu", config, 20.0 + config.seed)
     found = claim.evaluate(ResultsStore(tmp_path))
     assert (found.verdict, found.profile, found.seeds) == (HOLDS, "cpu", (0, 1, 2))
-    assert found.hardware == "test CPU" and found.dataset.startswith("cifar10 (3,000 train")
+    assert found.hardware == "test CPU" and found.dataset.startswith("cifar10 (all train")
     # val accuracy rises by 1 point every epoch in these curves
     assert ResultsStore(tmp_path).runs("table2", "cpu")["val_change"].eq(1.0).all()
 
