@@ -134,7 +134,7 @@ PROFILES: dict[str, Profile] = {
     # for the learning-rate mapping). PROVISIONAL until the stage-0 pilots in results/cpu/ size it.
     "cpu": Profile(
         name="cpu",
-        description="full CIFAR-10, width 0.25, 3 epochs: BN learns; about an hour a chapter on 2 cores",
+        description="full CIFAR-10, width 0.25, 3 epochs: BN learns; ~1 hour a chapter on 2 cores",
         dataset="cifar10",
         n_train=None,
         n_val=None,
@@ -153,9 +153,9 @@ PROFILES: dict[str, Profile] = {
     ),
     # The first `cpu` profile, kept under this name, read-only, for its stored runs
     # (results/cpu_v1/): too small to ask the paper's questions (138 SGD steps, BN reached 19%
-    # test accuracy at lr 0.2), so every verdict on it reads "not tested". Its sizing: measured on the
-    # 2-core machine, idle, one process per core (torch.set_num_threads(1)), training steps of
-    # batch 64 at 32x32 with the CIFAR stem: MobileNetV2 width 0.25 147 images/s with BN and
+    # test accuracy at lr 0.2), so every verdict on it reads "not tested". Its sizing, measured
+    # on the 2-core machine, idle, one process per core (torch.set_num_threads(1)), training steps
+    # of batch 64 at 32x32 with the CIFAR stem: MobileNetV2 width 0.25 147 images/s with BN and
     # 125 with DN-B(16,1); ResNet-18 width 0.25 251 / 222, ResNet-34 width 0.125 363 / 294.
     # A run is 3 epochs of 3,000 images (138 steps: the last partial batch of an epoch is
     # dropped) plus 3 evaluations of 1,500 images: ~80 s alone on an idle core. Through the
@@ -167,7 +167,7 @@ PROFILES: dict[str, Profile] = {
     # minutes a run.
     "cpu_v1": Profile(
         name="cpu_v1",
-        description="the first cpu scale (3,000 images, 138 steps): stored runs only, too small to learn",
+        description="the first cpu scale (3,000 images, 138 steps): stored runs only; too small",
         dataset="cifar10",
         n_train=3_000,
         n_val=500,
