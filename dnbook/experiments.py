@@ -83,11 +83,13 @@ def train_config(
     lr: float = PAPER_LR,
     batch_size: int = PAPER_BATCH,
     seed: int | None = None,
+    absolute_lr: float | None = None,
     **overrides,
 ) -> TrainConfig:
     """One configuration at ``profile``'s scale: its dataset, subset, width, stem, recipe and the
     epochs for ``batch_size`` (see :meth:`Profile.epochs_for`). ``lr`` is in the paper's units
-    and becomes :meth:`Profile.scaled_lr` (``lr * lr_star / 0.2``); ``seed`` defaults to the
+    and becomes :meth:`Profile.scaled_lr` (``lr * lr_star / 0.2``), unless ``absolute_lr`` is
+    given (the learning-rate sweeps that define ``lr_star`` use it); ``seed`` defaults to the
     first of the profile's seeds; ``overrides`` set any other :class:`TrainConfig` field."""
     is_resnet = model.startswith("resnet")
     epochs = profile.epochs_for(batch_size)
@@ -103,7 +105,7 @@ def train_config(
         "epochs": epochs,
         "batch_size": batch_size,
         "eval_batch_size": profile.eval_batch_size,
-        "lr": profile.scaled_lr(lr),
+        "lr": profile.scaled_lr(lr) if absolute_lr is None else absolute_lr,
         "warmup_epochs": warmup_epochs(epochs, profile.warmup_fraction),
         "seed": profile.seeds[0] if seed is None else seed,
         **dict(profile.recipe),
@@ -452,6 +454,54 @@ DNB_DESIGN = ScaledExperiment(
     ),
 )
 EXPERIMENTS[DNB_DESIGN.name] = DNB_DESIGN
+
+
+# -- The cpu profile's own pilots (not in the paper) ----------------------------------------
+
+CPU_SWEEP_LRS = (0.025, 0.05, 0.1, 0.2, 0.4)
+
+
+def _absolute_lr_sweep(norms: dict[str, str], lrs: Iterable[float], **common) -> Variants:
+    return tuple(
+        (f"{label} lr {lr:g}", {"norm": norm, "absolute_lr": lr, **common})
+        for label, norm in norms.items()
+        for lr in lrs
+    )
+
+
+LR_SWEEP = ScaledExperiment(
+    "lr_sweep",
+    "Stage 0: test accuracy against the learning rate, BN and DN-B (the profile's lr_star)",
+    "Not in the paper: it maps the paper's lr 0.2 (BN's good one there) to this scale",
+    "One seed, absolute learning rates (not the paper's units: these runs define lr_star). "
+    "ResNet-18 and MobileNetV2 at the profile's width, batch 64, the profile's recipe. lr_star "
+    "is BN's best learning rate here; the paper's lr 0.2 maps to lr_star and its 0.5 to "
+    "2.5 lr_star. Extend the grid until each curve turns over.",
+    _absolute_lr_sweep({"BN": "bn", "DN-B": dnb(16, 1)}, CPU_SWEEP_LRS, model="resnet18")
+    + _absolute_lr_sweep({"BN": "bn", "DN-B": dnb(16, 1)}, CPU_SWEEP_LRS),
+    seeds={"cpu": (0,)},
+    ci_variants=_absolute_lr_sweep({"BN": "bn"}, (0.1,), model="resnet18"),
+)
+
+CPU_PILOT = ScaledExperiment(
+    "cpu_pilot",
+    "The cpu profile's training path: bf16 autocast and channels_last against float32",
+    "Not in the paper: it checks that the faster CPU path leaves accuracy unchanged",
+    "ResNet-18, BN, lr 0.1 (absolute), batch 64, the profile's recipe, 3 seeds: bf16 autocast "
+    "with channels_last (the default where the CPU computes bf16 natively), float32 with "
+    "channels_last, and float32 in the contiguous layout (the engine's earlier CPU path).",
+    (
+        ("bf16 channels_last", {"model": "resnet18", "absolute_lr": 0.1}),
+        ("fp32 channels_last", {"model": "resnet18", "absolute_lr": 0.1, "amp": False}),
+        (
+            "fp32 contiguous",
+            {"model": "resnet18", "absolute_lr": 0.1, "amp": False, "channels_last": False},
+        ),
+    ),
+    ci_variants=(("bf16 channels_last", {"model": "resnet18", "absolute_lr": 0.1}),),
+)
+EXPERIMENTS[LR_SWEEP.name] = LR_SWEEP
+EXPERIMENTS[CPU_PILOT.name] = CPU_PILOT
 
 
 def experiment_names(name_or_all: str) -> list[str]:

@@ -38,7 +38,7 @@ def _settings(name, profile="ci"):
 
 
 # Experiments of the book that are not in the paper.
-BOOK_ONLY = {"dnb_design", "table2_low_lr"}
+BOOK_ONLY = {"dnb_design", "table2_low_lr", "lr_sweep", "cpu_pilot"}
 
 
 def test_every_experiment_of_the_paper_is_registered():
@@ -224,3 +224,22 @@ def test_dnb_design_sweeps_the_design_options_at_three_learning_rates(profile):
         assert {(c.width_mult, c.n_train, c.epochs) for c in built} == {
             (p.width_mult, p.n_train, p.epochs)
         }
+
+
+def test_profile_maps_the_papers_learning_rates_through_lr_star():
+    # cpu: lr_star stands for the paper's 0.2; the paper's 0.5 is 2.5 lr_star
+    cpu = PROFILES["cpu"]
+    built = configs("table8", "cpu")
+    assert {c.lr for c in built} == {cpu.lr_star, cpu.scaled_lr(0.5)}
+    assert cpu.scaled_lr(0.5) == pytest.approx(2.5 * cpu.lr_star)
+    # profiles without an lr_star of their own keep the paper's numbers (and stored hashes)
+    assert {c.lr for c in configs("table8", "ci")} == {0.2, 0.5}
+
+
+def test_lr_sweeps_use_absolute_learning_rates():
+    built = configs("lr_sweep", "cpu")
+    assert {c.lr for c in built} == {0.025, 0.05, 0.1, 0.2, 0.4}
+    assert {c.seed for c in built} == {0}
+    # the pilot's bf16 run of ResNet-18 BN at lr 0.1 is the sweep's run: one hash, trained once
+    pilot = {c.hash() for c in configs("cpu_pilot", "cpu")}
+    assert len(pilot & {c.hash() for c in built}) == 1

@@ -27,10 +27,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX-512 BF16) and PyTorch's oneDNN
+    uses it; elsewhere bf16 is emulated and slower than float32, so the trainer keeps float32."""
+    if not cpu_flags() & {"amx_bf16", "avx512_bf16"}:
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def hardware() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         "cpu": cpu_model(),
+        "cpu_bf16": sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"}),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if cuda else None,

@@ -30,6 +30,7 @@ from dnbook.engine import distributed
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.distributed import DistContext
 from dnbook.engine.divergence import grad_norm, locate_nonfinite
+from dnbook.engine.environment import cpu_bf16_native
 
 ModelFactory = Callable[[int], nn.Module]  # num_classes -> model
 
@@ -49,11 +50,41 @@ class TrainOutcome:
     wall_time_s: float
     model: nn.Module = field(repr=False)
     best_state: dict[str, torch.Tensor] | None = field(repr=False, default=None)
+    step_curve: dict[str, Any] | None = None
+    precision: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready fields (no tensors)."""
         keys = ("status", "curves", "final", "divergence", "steps", "world_size", "num_params")
-        return {key: getattr(self, key) for key in keys} | {"wall_time_s": self.wall_time_s}
+        return {key: getattr(self, key) for key in keys} | {
+            "step_curve": self.step_curve,
+            "precision": self.precision,
+            "wall_time_s": self.wall_time_s,
+        }
+
+
+# Steps per point of a result's step-level training curve.
+STEP_CURVE_EVERY = 10
+
+
+def step_curve(losses: list[float], lrs: list[float], every: int = STEP_CURVE_EVERY) -> dict:
+    """The training loss and learning rate every ``every`` steps, for telling a slow start from
+    a run that cannot train: per window of ``every`` steps (the last may be shorter), the mean
+    of its finite losses (``None`` when it has none), the learning rate of its last step, the
+    step that ends it; and the count and fraction of non-finite losses over the run."""
+    points: dict[str, list] = {"step": [], "loss": [], "lr": []}
+    for start in range(0, len(losses), every):
+        window = [v for v in losses[start : start + every] if math.isfinite(v)]
+        points["step"].append(min(start + every, len(losses)))
+        points["loss"].append(round(sum(window) / len(window), 5) if window else None)
+        points["lr"].append(round(lrs[min(start + every, len(lrs)) - 1], 7) if lrs else None)
+    nonfinite = sum(not math.isfinite(v) for v in losses)
+    return {
+        "every": every,
+        **points,
+        "nonfinite_steps": nonfinite,
+        "nonfinite_fraction": nonfinite / len(losses) if losses else 0.0,
+    }
 
 
 class WarmupCosine:
@@ -181,10 +212,13 @@ class _Loop:
         self.show_progress = progress and ctx.is_main
         self.num_classes = len(splits.classes)
         self.topk = 5 if self.num_classes >= 100 else 1
-        on_cuda = device.type == "cuda"
-        self.amp = config.amp and on_cuda
+        # bf16 autocast where the device computes bf16 natively (CUDA; CPUs with AMX or
+        # AVX-512 BF16), float32 elsewhere; channels_last on every device. Each result records
+        # what was used (``precision``), since the same config runs both ways across machines.
+        native_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
+        self.amp = config.amp and native_bf16
         self.memory_format = (
-            torch.channels_last if config.channels_last and on_cuda else torch.contiguous_format
+            torch.channels_last if config.channels_last else torch.contiguous_format
         )
 
         stats = {"mean": splits.mean, "std": splits.std, "device": device}
@@ -233,6 +267,7 @@ class _Loop:
         self.step = 0  # completed optimizer steps
         self.curves: list[dict[str, Any]] = []
         self.step_losses: list[float] = []
+        self.step_lrs: list[float] = []  # the learning rate each step used (or would have)
         self.best: dict[str, Any] | None = None  # {"epoch", "val_acc", "state"}
         self.last_lr = config.lr
         # Wall time of earlier sessions of this run (from a checkpoint), plus this session's.
@@ -267,6 +302,7 @@ class _Loop:
             distributed.all_reduce_sum(check, self.ctx) / self.ctx.world_size
         ).tolist()
         self.step_losses.append(loss_value)
+        self.step_lrs.append(self.optimizer.param_groups[0]["lr"])
         if not (math.isfinite(loss_value) and math.isfinite(norm)):
             return None
         self.last_lr = self.optimizer.param_groups[0]["lr"]
@@ -402,6 +438,7 @@ class _Loop:
             "rng": _rng_state(),
             "curves": self.curves,
             "step_losses": self.step_losses,
+            "step_lrs": self.step_lrs,
             "best": self.best,
             "wall_time_s": self.wall_time_s(),
         }
@@ -417,6 +454,7 @@ class _Loop:
         _set_rng_state(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.curves, self.step_losses = state["curves"], state["step_losses"]
+        self.step_lrs = state.get("step_lrs", [])
         self.best, self.earlier_sessions_s = state["best"], state["wall_time_s"]
 
 
@@ -504,4 +542,12 @@ def train(
         wall_time_s=loop.wall_time_s(),
         model=loop.net,
         best_state=loop.best["state"] if loop.best else None,
+        step_curve=step_curve(loop.step_losses, loop.step_lrs),
+        precision={
+            "autocast": "bfloat16" if loop.amp else None,
+            "memory_format": "channels_last"
+            if loop.memory_format == torch.channels_last
+            else "contiguous",
+            "device": device.type,
+        },
     )
