@@ -109,6 +109,12 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed(args: argparse.Namespace) -> int:
+    from dnbook import speed
+
+    return speed.run(args, "python -m dnbook " + " ".join(sys.argv[1:]))
+
+
 def _complexity(args: argparse.Namespace) -> int:
     from dnbook.complexity import print_comparison
 
@@ -241,7 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
             "Markdown with the hardware and versions under results/bench/.",
         )
     )
+    from dnbook import speed
+
+    speed.add_arguments(
+        commands.add_parser(
+            "speed",
+            help="time to a target test accuracy of two training paths; a step's time breakdown",
+            description=speed.DESCRIPTION,
+        )
+    )
     for name, handler in (
+        ("speed", _speed),
         ("train", _train),
         ("reproduce", _reproduce),
         ("report", _report),

@@ -146,13 +146,18 @@ def interleaved(
     return times
 
 
-def training_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable:
-    """One SGD step (forward, cross-entropy, backward, update) of ``model``, as a closure."""
+def training_step(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, autocast: bool = False
+) -> Callable:
+    """One SGD step (forward, cross-entropy, backward, update) of ``model``, as a closure;
+    with ``autocast``, the forward runs under bf16 autocast as the trainer's does."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(images)
+        F.cross_entropy(logits.float(), labels).backward()
         optimizer.step()
 
     return step
@@ -202,14 +207,26 @@ class Schedule:
 
 
 def bench_models(
-    specs: Sequence[str], batch_size: int, width: float, device: torch.device, schedule: Schedule
+    specs: Sequence[str],
+    batch_size: int,
+    width: float,
+    device: torch.device,
+    schedule: Schedule,
+    channels_last: bool = False,
+    autocast: bool = False,
 ) -> dict[str, dict]:
-    """Training-step times of MobileNetV2 (CIFAR stem) with each norm, at one batch size."""
+    """Training-step times of MobileNetV2 (CIFAR stem) with each norm, at one batch size, in
+    the contiguous or channels_last layout, in float32 or under bf16 autocast."""
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    images = images.to(device).contiguous(memory_format=layout)
     labels = torch.randint(NUM_CLASSES, (batch_size,), generator=generator).to(device)
     step_of = {
-        spec: training_step(build_model(spec, width, device), images, labels) for spec in specs
+        spec: training_step(
+            build_model(spec, width, device).to(memory_format=layout), images, labels, autocast
+        )
+        for spec in specs
     }
     rows = schedule.run(step_of)
     for row in rows.values():
@@ -420,6 +437,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-models", action="store_true", help="skip the model benchmark")
     parser.add_argument(
+        "--memory-format",
+        choices=("contiguous", "channels_last"),
+        default="contiguous",
+        help="layout of the model benchmark's weights and images (default: contiguous)",
+    )
+    parser.add_argument(
+        "--autocast",
+        choices=("off", "bf16"),
+        default="off",
+        help="bf16 autocast around the model benchmark's forward, as the trainer uses where "
+        "the device computes bf16 natively (default: off)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -473,13 +503,23 @@ def run(args: argparse.Namespace, command: str) -> dict:
             "layer_steps": layer_steps,
             "threads": torch.get_num_threads(),
             "baseline": args.specs[0],
+            "memory_format": args.memory_format,
+            "autocast": args.autocast,
         },
         "load_average_before": load_before,
         "models": [],
         "layers": [],
     }
     for batch_size in [] if args.no_models else args.batch_sizes:
-        rows = bench_models(args.specs, batch_size, args.width, device, model_schedule)
+        rows = bench_models(
+            args.specs,
+            batch_size,
+            args.width,
+            device,
+            model_schedule,
+            channels_last=args.memory_format == "channels_last",
+            autocast=args.autocast == "bf16",
+        )
         result["models"].append({"batch_size": batch_size, "norms": rows})
         _print_rows(f"MobileNetV2, batch {batch_size}", rows)
     for shape in shapes:
