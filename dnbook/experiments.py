@@ -489,7 +489,8 @@ CPU_PILOT = ScaledExperiment(
     "Not in the paper: it checks that the faster CPU path leaves accuracy unchanged",
     "ResNet-18, BN, lr 0.1 (absolute), batch 64, the profile's recipe, 3 seeds: bf16 autocast "
     "with channels_last (the default where the CPU computes bf16 natively), float32 with "
-    "channels_last, and float32 in the contiguous layout (the engine's earlier CPU path).",
+    "channels_last, and float32 in the contiguous layout (the engine's earlier CPU path). "
+    "At cpu also MobileNetV2, seed 0, the newest and the earlier path (time to 60%).",
     (
         ("bf16 channels_last", {"model": "resnet18", "absolute_lr": 0.1}),
         ("fp32 channels_last", {"model": "resnet18", "absolute_lr": 0.1, "amp": False}),
@@ -498,6 +499,15 @@ CPU_PILOT = ScaledExperiment(
             {"model": "resnet18", "absolute_lr": 0.1, "amp": False, "channels_last": False},
         ),
     ),
+    extra={
+        "cpu": (
+            ("MobileNetV2 bf16 channels_last", {"absolute_lr": 0.1, "seed": 0}),
+            (
+                "MobileNetV2 fp32 contiguous",
+                {"absolute_lr": 0.1, "amp": False, "channels_last": False, "seed": 0},
+            ),
+        )
+    },
     ci_variants=(("bf16 channels_last", {"model": "resnet18", "absolute_lr": 0.1}),),
 )
 EXPERIMENTS[LR_SWEEP.name] = LR_SWEEP

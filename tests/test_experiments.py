@@ -240,6 +240,7 @@ def test_lr_sweeps_use_absolute_learning_rates():
     built = configs("lr_sweep", "cpu")
     assert {c.lr for c in built} == {0.025, 0.05, 0.1, 0.2, 0.4}
     assert {c.seed for c in built} == {0}
-    # the pilot's bf16 run of ResNet-18 BN at lr 0.1 is the sweep's run: one hash, trained once
+    # the pilot's bf16 runs of BN at lr 0.1 (ResNet-18 seed 0, MobileNetV2) are the sweep's
+    # runs: one hash each, trained once
     pilot = {c.hash() for c in configs("cpu_pilot", "cpu")}
-    assert len(pilot & {c.hash() for c in built}) == 1
+    assert len(pilot & {c.hash() for c in built}) == 2

@@ -52,7 +52,13 @@ def test_compare_paths_pairs_seeds_and_takes_the_geometric_mean(tmp_path):
     labels = experiment.labels("cpu")
     # new path: 100 s per epoch; fp32 channels_last 150 s; old path (the baseline) 200 s, or
     # 400 s for seed 2, so the speed-ups are 2, 2, 4
-    seconds = {"bf16 channels_last": 100.0, "fp32 channels_last": 150.0, "fp32 contiguous": 200.0}
+    seconds = {
+        "bf16 channels_last": 100.0,
+        "fp32 channels_last": 150.0,
+        "fp32 contiguous": 200.0,
+        "MobileNetV2 bf16 channels_last": 300.0,
+        "MobileNetV2 fp32 contiguous": 600.0,
+    }
     (tmp_path / "cpu").mkdir()
     for config in experiment.builder("cpu"):
         per_epoch = seconds[labels[config.hash()]]
@@ -60,8 +66,15 @@ def test_compare_paths_pairs_seeds_and_takes_the_geometric_mean(tmp_path):
             per_epoch *= 2
         result = stored(config, (per_epoch,) * 3, (50.0, 69.0, 71.0))
         (tmp_path / "cpu" / f"{config.hash()}.json").write_text(json.dumps(result))
-    found = speed.compare_paths("cpu_pilot", 70.0, "cpu", tmp_path)
-    assert found["baseline"] == "fp32 contiguous"
+    found = speed.compare_paths(
+        "cpu_pilot", {"resnet18": 70.0, "mobilenet_v2": 60.0}, "cpu", tmp_path
+    )
+    assert found["summary"]["bf16 channels_last"]["baseline"] == "fp32 contiguous"
+    # each model against its own earlier path; MobileNetV2 reaches 60% at epoch 2
+    mobile = found["summary"]["MobileNetV2 bf16 channels_last"]
+    assert mobile["baseline"] == "MobileNetV2 fp32 contiguous"
+    assert mobile["speedup_vs_baseline"]["ratios"] == [2.0]
+    assert found["runs"]["MobileNetV2 bf16 channels_last"][0]["epoch"] == 2
     fast = found["summary"]["bf16 channels_last"]["speedup_vs_baseline"]
     assert fast["n"] == 3 and sorted(fast["ratios"]) == pytest.approx([2.0, 2.0, 4.0])
     assert fast["geometric_mean"] == pytest.approx(16 ** (1 / 3))
