@@ -221,7 +221,7 @@ def test_sma_starts_after_warmup_and_averages_the_last_buffer_size_iterations(
         grad_y = randn(*shape, seed=100 + t)
         y, grad_x = train_step(layer, x, grad_y)
         history_x2.append(second_moment(x))
-        sma_on = t >= buffer_size and t > warmup_iters
+        sma_on = t > buffer_size and t >= warmup_iters  # the authors' schedule
         window = slice(-buffer_size if sma_on else -1, None)
         var = torch.stack(history_x2[window]).mean(dim=0)
         std = per_channel(var + layer.eps).sqrt()
@@ -261,17 +261,22 @@ def test_renormalization_is_one_then_clamped(warmup_iters, running_var_scale):
 
 @pytest.mark.parametrize("momentum", [0.98, 0.5, 0.0, 1.0])
 @pytest.mark.parametrize("buffer_size", [1, 3])
-def test_running_var_decays_towards_each_batch_second_moment(momentum, buffer_size):
+def test_running_var_decays_towards_the_statistic_used(momentum, buffer_size):
     shape = (2, 3, 4, 4)
     layer = MABN2d(3, buffer_size=buffer_size, momentum=momentum, warmup_iters=1, dtype=DTYPE)
     expected = torch.ones(3, dtype=DTYPE)
-    for t in range(1, 7):
+    history = []
+    for t in range(1, 9):
         x = randn(*shape, seed=t, scale=float(t))
         layer(x)
-        # MABN's convention: momentum weighs the old value; the batch's own E[x^2], not the SMA
-        expected = momentum * expected + (1 - momentum) * second_moment(x)
+        history.append(second_moment(x))
+        # MABN's convention: momentum weighs the old value; as in the authors' code, the new
+        # value is the statistic the batch was normalized with: the SMA once it is on
+        sma_on = t > buffer_size
+        used = torch.stack(history[-buffer_size:]).mean(dim=0) if sma_on else history[-1]
+        expected = momentum * expected + (1 - momentum) * used
         assert_close(layer.running_var, expected)
-    assert int(layer.num_batches_tracked) == 6
+    assert int(layer.num_batches_tracked) == 8
 
 
 @pytest.mark.parametrize("affine", [True, False])
