@@ -400,3 +400,117 @@ def test_bad_input_raises(shape, training, message):
     with pytest.raises(ValueError, match=message):
         layer(torch.randn(*shape))
     assert int(layer.num_batches_tracked) == 0
+
+
+# --- (10) against the authors' code, iteration by iteration ----------------------------------
+#
+# A transcription, in plain tensor ops, of the layer in the authors' code (``MABN.py`` in
+# github.com/megvii-model/MABN): its state (running_var, the iteration counter and the two
+# windows indexed by ``iteration % buffer_size``), its forward, and its custom backward as the
+# authors wrote them. It shares nothing with dnbook's implementation.
+
+
+class _AuthorsMABNFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, state):
+        t, size, eps = state["iters"], state["buffer_size"], state["eps"]
+        c = x.shape[1]
+        x2 = (x * x).mean(dim=3).mean(dim=2).mean(dim=0)
+        state["buffer_x2"][t % size] = x2
+        own = t <= size or t < state["warmup_iters"]
+        var = (x2 if own else state["buffer_x2"].mean(dim=0)).view(1, c, 1, 1)
+        z = x / (var + eps).sqrt()
+        r = (var + eps).sqrt() / (state["running_var"] + eps).sqrt()
+        if t <= max(1000, state["warmup_iters"]):
+            r = torch.clamp(r, 1, 1)
+        else:
+            r = torch.clamp(r, 1 / 5, 5)
+        y = r * z
+        ctx.state, ctx.t = state, t
+        ctx.save_for_backward(z, var, weight, r)
+        m = state["momentum"]
+        state["running_var"] = m * state["running_var"] + (1 - m) * var
+        return weight.view(1, c, 1, 1) * y + bias.view(1, c, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        z, var, weight, r = ctx.saved_tensors
+        state, t = ctx.state, ctx.t
+        size, eps = state["buffer_size"], state["eps"]
+        c = grad_output.shape[1]
+        y = r * z
+        g = grad_output * weight.view(1, c, 1, 1) * r
+        gz = (g * z).mean(dim=3).mean(dim=2).mean(dim=0)
+        state["buffer_gz"][t % size] = gz
+        own = t <= size or t < state["warmup_iters"]
+        mean_gz = (gz if own else state["buffer_gz"].mean(dim=0)).view(1, c, 1, 1)
+        gx = 1.0 / torch.sqrt(var + eps) * (g - z * mean_gz)
+        grad_weight = (grad_output * y).sum(dim=3).sum(dim=2).sum(dim=0)
+        return gx, grad_weight, grad_output.sum(dim=3).sum(dim=2).sum(dim=0), None
+
+
+def _authors_state(channels: int, buffer_size: int, warmup_iters: int) -> dict:
+    return {
+        "iters": 0,
+        "buffer_size": buffer_size,
+        "warmup_iters": warmup_iters,
+        "eps": 1e-5,
+        "momentum": 0.98,
+        "running_var": torch.ones(1, channels, 1, 1, dtype=DTYPE),
+        "buffer_x2": torch.zeros(buffer_size, channels, dtype=DTYPE),
+        "buffer_gz": torch.zeros(buffer_size, channels, dtype=DTYPE),
+    }
+
+
+def _authors_train_step(state, weight, bias, x, grad_y):
+    state["iters"] += 1
+    x = x.clone().requires_grad_()
+    weight, bias = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    y = _AuthorsMABNFunction.apply(x, weight, bias, state)
+    y.backward(grad_y)
+    return y.detach(), x.grad, weight.grad, bias.grad
+
+
+def _authors_input(t: int, shape) -> torch.Tensor:
+    """A scale that swings over a ~37-iteration period, so the SMA, running_var and r differ."""
+    scale = 1.0 + 0.6 * torch.sin(torch.tensor(2 * torch.pi * t / 37)).item()
+    return randn(*shape, seed=t, scale=scale) + 0.1
+
+
+def compare_with_authors_code(buffer_size: int, warmup_iters: int, iterations: int):
+    """Train dnbook's MABN2d and the transcription side by side; yield, per iteration, the
+    largest absolute difference of (y, dL/dx, dL/dweight, dL/dbias, running_var) and r."""
+    shape, channels = (2, 3, 4, 4), 3
+    ours = make_layer(channels, buffer_size=buffer_size, warmup_iters=warmup_iters)
+    weight, bias = ours.weight.detach().clone(), ours.bias.detach().clone()
+    state = _authors_state(channels, buffer_size, warmup_iters)
+    for t in range(1, iterations + 1):
+        x, grad_y = _authors_input(t, shape), randn(*shape, seed=10_000 + t)
+        expected = _authors_train_step(state, weight, bias, x, grad_y)
+        ours.zero_grad()
+        y, grad_x = train_step(ours, x, grad_y)
+        actual = (y, grad_x, ours.weight.grad, ours.bias.grad, ours.running_var)
+        expected = (*expected, state["running_var"].flatten())
+        yield t, actual, expected, ours, state
+
+
+@pytest.mark.parametrize(("buffer_size", "warmup_iters"), [(4, 10), (3, 100), (1, 0)])
+def test_matches_the_authors_code_over_the_renormalization_phase(buffer_size, warmup_iters):
+    iterations = RENORM_START + 100  # r switches on after iteration 1000
+    r_was_free = False
+    for t, actual, expected, ours, state in compare_with_authors_code(
+        buffer_size, warmup_iters, iterations
+    ):
+        for name, a, e in zip(("y", "grad_x", "grad_w", "grad_b", "running_var"), actual, expected):
+            assert_close(a, e, atol=1e-8, rtol=1e-8, msg=lambda m, n=name, t=t: f"{n} at {t}: {m}")
+        if t > RENORM_START:
+            sma = state["buffer_x2"].mean(dim=0) if buffer_size > 1 else state["buffer_x2"][0]
+            r = (sma + 1e-5).sqrt() / (state["running_var"].flatten() + 1e-5).sqrt()
+            r_was_free |= bool(((r - 1).abs() > 1e-2).any())
+    assert r_was_free, "the test must reach iterations where r differs from 1"
+    ours.eval()
+    x = _authors_input(0, (2, 3, 4, 4))
+    c = x.shape[1]
+    authors_eval = x / (state["running_var"].view(1, c, 1, 1) + 1e-5).sqrt()
+    authors_eval = ours.weight.view(1, c, 1, 1) * authors_eval + ours.bias.view(1, c, 1, 1)
+    assert_close(ours(x), authors_eval.detach(), atol=1e-8, rtol=1e-8)
