@@ -136,8 +136,8 @@ def test_bad_settings_raise_value_error(kwargs, fragments):
 @pytest.mark.parametrize(
     "shape, fragments",
     [
-        ((8,), ["expected an input (N, 8, *)", "got shape (8,)"]),
-        ((4, 6, 2, 2), ["8 channels", "got shape (4, 6, 2, 2)"]),
+        ((8,), ["expected an input (N, C, *) of at least 2 dimensions", "1-D", "(8,)"]),
+        ((4, 6, 2, 2), ["expected 8 channels", "got 6", "(4, 6, 2, 2)"]),
     ],
 )
 def test_bad_input_raises_value_error_with_expected_and_actual(shape, fragments):

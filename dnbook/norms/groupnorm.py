@@ -185,10 +185,15 @@ class GroupNorm(nn.Module):
         reset_channel_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or x.shape[1] != self.num_channels:
+        if x.dim() < 2:
             raise ValueError(
-                f"GroupNorm: expected an input (N, {self.num_channels}, *) with "
-                f"{self.num_channels} channels in dim 1, got shape {tuple(x.shape)}"
+                f"GroupNorm: expected an input (N, C, *) of at least 2 dimensions, "
+                f"got a {x.dim()}-D input of shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"GroupNorm: expected {self.num_channels} channels (dim 1), "
+                f"got {x.shape[1]} in an input of shape {tuple(x.shape)}"
             )
         return GroupNormFunction.apply(x, self.weight, self.bias, self.num_groups, self.eps)
 

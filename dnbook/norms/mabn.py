@@ -31,6 +31,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from dnbook.norms._validation import check_batch_statistics, check_input, check_positive_int
+from dnbook.norms.batchnorm import accumulation_dtype
 
 # r stays fixed at 1 for at least this many iterations (the authors' code's choice).
 RENORM_START = 1000
@@ -78,7 +79,8 @@ class _MABNFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, step: _MABNStep):
         channels = x.shape[1]
         ctx.input_dtype = x.dtype
-        x = x.to(torch.promote_types(x.dtype, step.forward_window.dtype))
+        # computed in float32 at least (bf16 and float16 inputs), or the windows' wider dtype
+        x = x.to(torch.promote_types(accumulation_dtype(x.dtype), step.forward_window.dtype))
         # E[x^2] per channel, no centering                                     # (C,)
         second_moment = x.square().mean(dim=(0, 2, 3))
         step.forward_window[step.slot] = second_moment
@@ -286,7 +288,8 @@ class MABN2d(nn.Module):
             scale = (self.running_var + self.eps).rsqrt()
             if self.weight is not None:
                 scale = scale * self.weight
-            y = x.to(torch.promote_types(x.dtype, scale.dtype)) * scale.view(1, -1, 1, 1)
+            y = x.to(torch.promote_types(accumulation_dtype(x.dtype), scale.dtype))
+            y = y * scale.view(1, -1, 1, 1)
             y = y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
             return y.to(x.dtype)
 
