@@ -477,13 +477,12 @@ def _authors_input(t: int, shape) -> torch.Tensor:
     return randn(*shape, seed=t, scale=scale) + 0.1
 
 
-def compare_with_authors_code(buffer_size: int, warmup_iters: int, iterations: int):
-    """Train dnbook's MABN2d and the transcription side by side; yield, per iteration, the
-    largest absolute difference of (y, dL/dx, dL/dweight, dL/dbias, running_var) and r."""
-    shape, channels = (2, 3, 4, 4), 3
-    ours = make_layer(channels, buffer_size=buffer_size, warmup_iters=warmup_iters)
+def compare_with_authors_code(ours: MABN2d, iterations: int):
+    """Train dnbook's MABN2d ``ours`` and the transcription side by side; yield, per iteration,
+    ``(t, ours' (y, dL/dx, dL/dweight, dL/dbias, running_var), the transcription's, its state)``."""
+    shape, channels, buffer_size = (2, 3, 4, 4), ours.num_features, ours.buffer_size
     weight, bias = ours.weight.detach().clone(), ours.bias.detach().clone()
-    state = _authors_state(channels, buffer_size, warmup_iters)
+    state = _authors_state(channels, buffer_size, ours.warmup_iters)
     for t in range(1, iterations + 1):
         x, grad_y = _authors_input(t, shape), randn(*shape, seed=10_000 + t)
         expected = _authors_train_step(state, weight, bias, x, grad_y)
@@ -491,26 +490,26 @@ def compare_with_authors_code(buffer_size: int, warmup_iters: int, iterations: i
         y, grad_x = train_step(ours, x, grad_y)
         actual = (y, grad_x, ours.weight.grad, ours.bias.grad, ours.running_var)
         expected = (*expected, state["running_var"].flatten())
-        yield t, actual, expected, ours, state
+        yield t, actual, expected, state
 
 
 @pytest.mark.parametrize(("buffer_size", "warmup_iters"), [(4, 10), (3, 100), (1, 0)])
 def test_matches_the_authors_code_over_the_renormalization_phase(buffer_size, warmup_iters):
     iterations = RENORM_START + 100  # r switches on after iteration 1000
     r_was_free = False
-    for t, actual, expected, ours, state in compare_with_authors_code(
-        buffer_size, warmup_iters, iterations
-    ):
-        for name, a, e in zip(("y", "grad_x", "grad_w", "grad_b", "running_var"), actual, expected):
+    names = ("y", "grad_x", "grad_w", "grad_b", "running_var")
+    layer = make_layer(3, buffer_size=buffer_size, warmup_iters=warmup_iters)
+    for t, actual, expected, state in compare_with_authors_code(layer, iterations):
+        for name, a, e in zip(names, actual, expected, strict=True):
             assert_close(a, e, atol=1e-8, rtol=1e-8, msg=lambda m, n=name, t=t: f"{n} at {t}: {m}")
         if t > RENORM_START:
             sma = state["buffer_x2"].mean(dim=0) if buffer_size > 1 else state["buffer_x2"][0]
             r = (sma + 1e-5).sqrt() / (state["running_var"].flatten() + 1e-5).sqrt()
             r_was_free |= bool(((r - 1).abs() > 1e-2).any())
     assert r_was_free, "the test must reach iterations where r differs from 1"
-    ours.eval()
+    layer.eval()
     x = _authors_input(0, (2, 3, 4, 4))
     c = x.shape[1]
     authors_eval = x / (state["running_var"].view(1, c, 1, 1) + 1e-5).sqrt()
-    authors_eval = ours.weight.view(1, c, 1, 1) * authors_eval + ours.bias.view(1, c, 1, 1)
-    assert_close(ours(x), authors_eval.detach(), atol=1e-8, rtol=1e-8)
+    authors_eval = layer.weight.view(1, c, 1, 1) * authors_eval + layer.bias.view(1, c, 1, 1)
+    assert_close(layer(x), authors_eval.detach(), atol=1e-8, rtol=1e-8)
