@@ -182,3 +182,27 @@ def test_float16_and_bf16_modules_accumulate_in_float32(name):
     y = train_step(low, x, grad_y, False)[0]
     assert y.dtype == BF16
     assert_close(y.float(), y_ref, **ONE_ROUNDING)
+
+
+FACTORY_LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "BatchNorm2d": lambda **kw: BatchNorm2d(C, **kw),
+    "GroupNorm": lambda **kw: GroupNorm(4, C, **kw),
+    "MABN2d": lambda **kw: MABN2d(C, buffer_size=2, **kw),
+    "CenConv2d": lambda **kw: CenConv2d(C, C, kernel_size=3, **kw),
+    "SqueezeExcitation": lambda **kw: SqueezeExcitation(C, r=4, **kw),
+    "SEBatchNorm2d": lambda **kw: SEBatchNorm2d(C, r=4, **kw),
+    "GroupedFC": lambda **kw: GroupedFC(C, 2 * C, g=2, bias=True, **kw),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("name", list(FACTORY_LAYERS))
+def test_device_and_dtype_arguments(name, dtype):
+    """``device=`` and ``dtype=`` as in PyTorch: every floating parameter and buffer is created
+    there and in that type; counters stay ``torch.long``."""
+    layer = FACTORY_LAYERS[name](device="meta", dtype=dtype)
+    tensors = dict(layer.named_parameters()) | dict(layer.named_buffers())
+    assert tensors
+    for key, tensor in tensors.items():
+        assert tensor.device.type == "meta", key
+        assert tensor.dtype == (dtype if tensor.is_floating_point() else torch.long), key
