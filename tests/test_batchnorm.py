@@ -158,8 +158,11 @@ def test_factory_arguments_set_dtype_and_long_counter():
 def test_repr_shows_every_setting():
     bn = BatchNorm2d(5, eps=1e-3, momentum=None, affine=False, track_running_stats=False)
     assert repr(bn) == (
-        "BatchNorm2d(5, eps=0.001, momentum=None, affine=False, track_running_stats=False)"
+        "BatchNorm2d(5, eps=0.001, momentum=None, affine=False, bias=False, "
+        "track_running_stats=False)"
     )
+    for kwargs in ({}, {"bias": False}, {"momentum": None, "track_running_stats": False}):
+        assert repr(BatchNorm2d(3, **kwargs)) == repr(nn.BatchNorm2d(3, **kwargs))
 
 
 @pytest.mark.parametrize(

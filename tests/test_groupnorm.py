@@ -14,15 +14,22 @@ from dnbook.norms.groupnorm import GroupNorm, GroupNormFunction
 
 DTYPE = torch.float64
 TOLERANCE = {"atol": 1e-10, "rtol": 1e-10}
-# N = 1 with H*W > 1, H*W = 1 (with 6 groups of 6 channels: one value per group), non-square.
-SHAPES = [(4, 6, 5, 5), (1, 6, 4, 4), (3, 6, 1, 1), (2, 12, 3, 7)]
+# N = 1 with H*W > 1, H*W = 1 (with 6 groups of 6 channels: one value per group), non-square,
+# and the other (N, C, *) shapes PyTorch's layer takes: 2-D, 3-D, 5-D.
+SHAPES = [
+    (4, 6, 5, 5),
+    (1, 6, 4, 4),
+    (3, 6, 1, 1),
+    (2, 12, 3, 7),
+    (5, 6),
+    (3, 6, 7),
+    (2, 6, 2, 3, 2),
+]
 
 
 def make_layer(layer_cls: type[nn.Module], channels: int, groups: int, **kwargs) -> nn.Module:
-    """Ours or PyTorch's GroupNorm, in float64; PyTorch's takes (num_groups, num_channels)."""
-    if layer_cls is GroupNorm:
-        return GroupNorm(channels, num_groups=groups, dtype=DTYPE, **kwargs)
-    return nn.GroupNorm(groups, channels, dtype=DTYPE, **kwargs)
+    """Ours or PyTorch's GroupNorm, in float64; both take (num_groups, num_channels)."""
+    return layer_cls(groups, channels, dtype=DTYPE, **kwargs)
 
 
 def randomize_affine(layer: nn.Module) -> None:
@@ -32,13 +39,14 @@ def randomize_affine(layer: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("affine, bias", [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("groups", [1, 2, 3, 6])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_matches_torch(shape, groups, affine, training, assert_matches_reference):
-    ours = make_layer(GroupNorm, shape[1], groups, affine=affine).train(training)
+def test_matches_torch(shape, groups, affine, bias, training, assert_matches_reference):
+    ours = make_layer(GroupNorm, shape[1], groups, affine=affine, bias=bias).train(training)
     randomize_affine(ours)
-    reference = make_layer(nn.GroupNorm, shape[1], groups, affine=affine).train(training)
+    reference = make_layer(nn.GroupNorm, shape[1], groups, affine=affine, bias=bias)
+    reference.train(training)
     reference.load_state_dict(ours.state_dict())
     assert_matches_reference(ours, reference, 2.0 * torch.randn(shape, dtype=DTYPE) + 0.5)
 
@@ -58,7 +66,7 @@ def test_function_passes_gradcheck(shape, groups, affine):
 
 def test_second_derivative_is_refused_not_wrong():
     x = torch.randn(2, 4, 3, 3, dtype=DTYPE, requires_grad=True)
-    (grad_x,) = torch.autograd.grad(GroupNorm(4, 2)(x).pow(3).sum(), x, create_graph=True)
+    (grad_x,) = torch.autograd.grad(GroupNorm(2, 4)(x).pow(3).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad_x.sum().backward()
 
@@ -85,17 +93,38 @@ def test_reset_parameters_gives_identity_affine():
 
 
 def test_repr_shows_every_setting():
-    gn = GroupNorm(8, num_groups=2, eps=1e-3, affine=False)
-    assert repr(gn) == "GroupNorm(8, num_groups=2, eps=0.001, affine=False)"
+    gn = GroupNorm(2, 8, eps=1e-3, affine=False)
+    assert repr(gn) == "GroupNorm(2, 8, eps=0.001, affine=False, bias=False)"
     assert gn.weight is None and gn.bias is None
+    assert repr(GroupNorm(2, 8, bias=False)) == repr(nn.GroupNorm(2, 8, bias=False))
+
+
+def test_signature_is_torchs():
+    """Same positional order as torch.nn.GroupNorm, so one replaces the other."""
+    ours = GroupNorm(2, 8, 1e-3, False)
+    assert (ours.num_groups, ours.num_channels, ours.eps, ours.affine) == (2, 8, 1e-3, False)
+    assert ours.num_features == 8
+    scale_only = GroupNorm(4, 8, bias=False)
+    assert scale_only.bias is None and scale_only.weight.shape == (8,)
+
+
+@pytest.mark.parametrize("shape", [(0, 6, 3, 3), (0, 6)])
+def test_empty_batch_behaves_as_in_torch(shape):
+    ours, reference = make_layer(GroupNorm, 6, 3), make_layer(nn.GroupNorm, 6, 3)
+    x = torch.randn(shape, dtype=DTYPE, requires_grad=True)
+    y = ours(x)
+    assert y.shape == reference(x).shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+    assert_close(ours.weight.grad, torch.zeros(6, dtype=DTYPE))
 
 
 @pytest.mark.parametrize(
     "kwargs, fragments",
     [
-        ({"num_features": 6, "num_groups": 4}, ["num_features=6", "num_groups=4", "divisible"]),
-        ({"num_features": 16}, ["num_features=16", "num_groups=32"]),  # the default 32 groups
-        ({"num_features": 8, "num_groups": 0}, ["num_groups must be a positive integer, got 0"]),
+        ({"num_channels": 6, "num_groups": 4}, ["num_channels=6", "num_groups=4", "divisible"]),
+        ({"num_channels": 16, "num_groups": 32}, ["num_channels=16", "num_groups=32"]),
+        ({"num_channels": 8, "num_groups": 0}, ["num_groups must be a positive integer, got 0"]),
     ],
 )
 def test_bad_settings_raise_value_error(kwargs, fragments):
@@ -108,12 +137,12 @@ def test_bad_settings_raise_value_error(kwargs, fragments):
 @pytest.mark.parametrize(
     "shape, fragments",
     [
-        ((4, 8, 5), ["expected a 4-D input", "got a 3-D input", "(4, 8, 5)"]),
-        ((4, 6, 2, 2), ["expected 8 channels", "got 6"]),
+        ((8,), ["expected an input (N, C, *) of at least 2 dimensions", "1-D", "(8,)"]),
+        ((4, 6, 2, 2), ["expected 8 channels", "got 6", "(4, 6, 2, 2)"]),
     ],
 )
 def test_bad_input_raises_value_error_with_expected_and_actual(shape, fragments):
     with pytest.raises(ValueError) as error:
-        GroupNorm(8, num_groups=4)(torch.randn(shape))
+        GroupNorm(4, 8)(torch.randn(shape))
     for fragment in fragments:
         assert fragment in str(error.value)

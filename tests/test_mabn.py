@@ -221,7 +221,7 @@ def test_sma_starts_after_warmup_and_averages_the_last_buffer_size_iterations(
         grad_y = randn(*shape, seed=100 + t)
         y, grad_x = train_step(layer, x, grad_y)
         history_x2.append(second_moment(x))
-        sma_on = t >= buffer_size and t > warmup_iters
+        sma_on = t > buffer_size and t >= warmup_iters  # the authors' schedule
         window = slice(-buffer_size if sma_on else -1, None)
         var = torch.stack(history_x2[window]).mean(dim=0)
         std = per_channel(var + layer.eps).sqrt()
@@ -261,17 +261,22 @@ def test_renormalization_is_one_then_clamped(warmup_iters, running_var_scale):
 
 @pytest.mark.parametrize("momentum", [0.98, 0.5, 0.0, 1.0])
 @pytest.mark.parametrize("buffer_size", [1, 3])
-def test_running_var_decays_towards_each_batch_second_moment(momentum, buffer_size):
+def test_running_var_decays_towards_the_statistic_used(momentum, buffer_size):
     shape = (2, 3, 4, 4)
     layer = MABN2d(3, buffer_size=buffer_size, momentum=momentum, warmup_iters=1, dtype=DTYPE)
     expected = torch.ones(3, dtype=DTYPE)
-    for t in range(1, 7):
+    history = []
+    for t in range(1, 9):
         x = randn(*shape, seed=t, scale=float(t))
         layer(x)
-        # MABN's convention: momentum weighs the old value; the batch's own E[x^2], not the SMA
-        expected = momentum * expected + (1 - momentum) * second_moment(x)
+        history.append(second_moment(x))
+        # MABN's convention: momentum weighs the old value; as in the authors' code, the new
+        # value is the statistic the batch was normalized with: the SMA once it is on
+        sma_on = t > buffer_size
+        used = torch.stack(history[-buffer_size:]).mean(dim=0) if sma_on else history[-1]
+        expected = momentum * expected + (1 - momentum) * used
         assert_close(layer.running_var, expected)
-    assert int(layer.num_batches_tracked) == 6
+    assert int(layer.num_batches_tracked) == 8
 
 
 @pytest.mark.parametrize("affine", [True, False])
@@ -395,3 +400,116 @@ def test_bad_input_raises(shape, training, message):
     with pytest.raises(ValueError, match=message):
         layer(torch.randn(*shape))
     assert int(layer.num_batches_tracked) == 0
+
+
+# --- (10) against the authors' code, iteration by iteration ----------------------------------
+#
+# A transcription, in plain tensor ops, of the layer in the authors' code (``MABN.py`` in
+# github.com/megvii-model/MABN): its state (running_var, the iteration counter and the two
+# windows indexed by ``iteration % buffer_size``), its forward, and its custom backward as the
+# authors wrote them. It shares nothing with dnbook's implementation.
+
+
+class _AuthorsMABNFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, state):
+        t, size, eps = state["iters"], state["buffer_size"], state["eps"]
+        c = x.shape[1]
+        x2 = (x * x).mean(dim=3).mean(dim=2).mean(dim=0)
+        state["buffer_x2"][t % size] = x2
+        own = t <= size or t < state["warmup_iters"]
+        var = (x2 if own else state["buffer_x2"].mean(dim=0)).view(1, c, 1, 1)
+        z = x / (var + eps).sqrt()
+        r = (var + eps).sqrt() / (state["running_var"] + eps).sqrt()
+        if t <= max(1000, state["warmup_iters"]):
+            r = torch.clamp(r, 1, 1)
+        else:
+            r = torch.clamp(r, 1 / 5, 5)
+        y = r * z
+        ctx.state, ctx.t = state, t
+        ctx.save_for_backward(z, var, weight, r)
+        m = state["momentum"]
+        state["running_var"] = m * state["running_var"] + (1 - m) * var
+        return weight.view(1, c, 1, 1) * y + bias.view(1, c, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        z, var, weight, r = ctx.saved_tensors
+        state, t = ctx.state, ctx.t
+        size, eps = state["buffer_size"], state["eps"]
+        c = grad_output.shape[1]
+        y = r * z
+        g = grad_output * weight.view(1, c, 1, 1) * r
+        gz = (g * z).mean(dim=3).mean(dim=2).mean(dim=0)
+        state["buffer_gz"][t % size] = gz
+        own = t <= size or t < state["warmup_iters"]
+        mean_gz = (gz if own else state["buffer_gz"].mean(dim=0)).view(1, c, 1, 1)
+        gx = 1.0 / torch.sqrt(var + eps) * (g - z * mean_gz)
+        grad_weight = (grad_output * y).sum(dim=3).sum(dim=2).sum(dim=0)
+        return gx, grad_weight, grad_output.sum(dim=3).sum(dim=2).sum(dim=0), None
+
+
+def _authors_state(channels: int, buffer_size: int, warmup_iters: int) -> dict:
+    return {
+        "iters": 0,
+        "buffer_size": buffer_size,
+        "warmup_iters": warmup_iters,
+        "eps": 1e-5,
+        "momentum": 0.98,
+        "running_var": torch.ones(1, channels, 1, 1, dtype=DTYPE),
+        "buffer_x2": torch.zeros(buffer_size, channels, dtype=DTYPE),
+        "buffer_gz": torch.zeros(buffer_size, channels, dtype=DTYPE),
+    }
+
+
+def _authors_train_step(state, weight, bias, x, grad_y):
+    state["iters"] += 1
+    x = x.clone().requires_grad_()
+    weight, bias = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    y = _AuthorsMABNFunction.apply(x, weight, bias, state)
+    y.backward(grad_y)
+    return y.detach(), x.grad, weight.grad, bias.grad
+
+
+def _authors_input(t: int, shape) -> torch.Tensor:
+    """A scale that swings over a ~37-iteration period, so the SMA, running_var and r differ."""
+    scale = 1.0 + 0.6 * torch.sin(torch.tensor(2 * torch.pi * t / 37)).item()
+    return randn(*shape, seed=t, scale=scale) + 0.1
+
+
+def compare_with_authors_code(ours: MABN2d, iterations: int):
+    """Train dnbook's MABN2d ``ours`` and the transcription side by side; yield, per iteration,
+    ``(t, ours' (y, dL/dx, dL/dweight, dL/dbias, running_var), the transcription's, its state)``."""
+    shape, channels, buffer_size = (2, 3, 4, 4), ours.num_features, ours.buffer_size
+    weight, bias = ours.weight.detach().clone(), ours.bias.detach().clone()
+    state = _authors_state(channels, buffer_size, ours.warmup_iters)
+    for t in range(1, iterations + 1):
+        x, grad_y = _authors_input(t, shape), randn(*shape, seed=10_000 + t)
+        expected = _authors_train_step(state, weight, bias, x, grad_y)
+        ours.zero_grad()
+        y, grad_x = train_step(ours, x, grad_y)
+        actual = (y, grad_x, ours.weight.grad, ours.bias.grad, ours.running_var)
+        expected = (*expected, state["running_var"].flatten())
+        yield t, actual, expected, state
+
+
+@pytest.mark.parametrize(("buffer_size", "warmup_iters"), [(4, 10), (3, 100), (1, 0)])
+def test_matches_the_authors_code_over_the_renormalization_phase(buffer_size, warmup_iters):
+    iterations = RENORM_START + 100  # r switches on after iteration 1000
+    r_was_free = False
+    names = ("y", "grad_x", "grad_w", "grad_b", "running_var")
+    layer = make_layer(3, buffer_size=buffer_size, warmup_iters=warmup_iters)
+    for t, actual, expected, state in compare_with_authors_code(layer, iterations):
+        for name, a, e in zip(names, actual, expected, strict=True):
+            assert_close(a, e, atol=1e-8, rtol=1e-8, msg=lambda m, n=name, t=t: f"{n} at {t}: {m}")
+        if t > RENORM_START:
+            sma = state["buffer_x2"].mean(dim=0) if buffer_size > 1 else state["buffer_x2"][0]
+            r = (sma + 1e-5).sqrt() / (state["running_var"].flatten() + 1e-5).sqrt()
+            r_was_free |= bool(((r - 1).abs() > 1e-2).any())
+    assert r_was_free, "the test must reach iterations where r differs from 1"
+    layer.eval()
+    x = _authors_input(0, (2, 3, 4, 4))
+    c = x.shape[1]
+    authors_eval = x / (state["running_var"].view(1, c, 1, 1) + 1e-5).sqrt()
+    authors_eval = layer.weight.view(1, c, 1, 1) * authors_eval + layer.bias.view(1, c, 1, 1)
+    assert_close(layer(x), authors_eval.detach(), atol=1e-8, rtol=1e-8)

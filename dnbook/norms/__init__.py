@@ -1,8 +1,10 @@
 """Normalization layers, each written from the equations.
 
-Every layer takes ``num_features`` first and uses PyTorch's parameter and buffer names
-(``weight``, ``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``), so state
-dicts load both ways where the layers are equivalent.
+Every layer takes ``num_features`` first, except ``GroupNorm``, which takes PyTorch's
+``(num_groups, num_channels)`` so that it replaces ``torch.nn.GroupNorm`` as is. All use
+PyTorch's parameter and buffer names (``weight``, ``bias``, ``running_mean``, ``running_var``,
+``num_batches_tracked``), so state dicts load both ways where the layers are equivalent, and
+take ``device=`` and ``dtype=``.
 """
 
 from dnbook.norms.batchnorm import BatchNorm2d

@@ -104,15 +104,32 @@ def _option(layer, kwarg, accepts, check, shown=False) -> Option:
     return Option(kwarg, _default(layer, kwarg), accepts, check, shown)
 
 
+# Every build passes the channel count by keyword: the layers' positional orders differ
+# (GroupNorm, like PyTorch's, takes the number of groups first).
+
+
 def _build_bn(channels: int, impl: str) -> nn.Module:
-    return nn.BatchNorm2d(channels) if impl == "torch" else BatchNorm2d(channels)
+    layer = nn.BatchNorm2d if impl == "torch" else BatchNorm2d
+    return layer(num_features=channels)
 
 
 def _build_gn(channels: int, num_groups: int) -> GroupNorm:
     # Channel counts of real networks (MobileNetV2's 16, 24, 144, ...) are often not divisible
     # by the requested number of groups; gcd(channels, groups) is the largest group count that
     # divides the channels and does not exceed the request (16 channels, groups=32 -> 16).
-    return GroupNorm(channels, num_groups=math.gcd(channels, num_groups))
+    return GroupNorm(num_groups=math.gcd(channels, num_groups), num_channels=channels)
+
+
+# GroupNorm's number of groups has no default (as in PyTorch); the spec's default is 32.
+GN_DEFAULT_GROUPS = 32
+
+
+def _build_mabn(channels: int, **kwargs: object) -> MABN2d:
+    return MABN2d(num_features=channels, **kwargs)
+
+
+def _build_se(channels: int, **kwargs: object) -> SEBatchNorm2d:
+    return SEBatchNorm2d(num_features=channels, **kwargs)
 
 
 def _dn_options(mode: str) -> dict[str, Option]:
@@ -139,7 +156,7 @@ def _dn_options(mode: str) -> dict[str, Option]:
 
 
 def _build_dn(mode: str) -> Callable[..., DynamicNorm2d]:
-    return lambda channels, **kwargs: DynamicNorm2d(channels, mode=mode, **kwargs)
+    return lambda channels, **kwargs: DynamicNorm2d(num_features=channels, mode=mode, **kwargs)
 
 
 NORM_SPECS: dict[str, NormSpec] = {
@@ -152,14 +169,14 @@ NORM_SPECS: dict[str, NormSpec] = {
         "GroupNorm with `groups` groups (gcd(channels, groups) where they do not divide)",
         _build_gn,
         {
-            "groups": _option(
-                GroupNorm, "num_groups", "positive int", check_positive_int, shown=True
+            "groups": Option(
+                "num_groups", GN_DEFAULT_GROUPS, "positive int", check_positive_int, shown=True
             )
         },
     ),
     "mabn": NormSpec(
         "Moving Average BatchNorm over `buffer` iterations, with CenConv2d convolutions",
-        MABN2d,
+        _build_mabn,
         {
             "buffer": _option(MABN2d, "buffer_size", "positive int", check_positive_int, True),
             "warmup": _option(MABN2d, "warmup_iters", "int >= 0", _check_non_negative_int),
@@ -169,7 +186,7 @@ NORM_SPECS: dict[str, NormSpec] = {
     ),
     "se": NormSpec(
         "Squeeze-and-Excitation then BatchNorm (the DN paper's eq. 3-5)",
-        SEBatchNorm2d,
+        _build_se,
         {"r": _option(SEBatchNorm2d, "r", "positive int", check_positive_int, shown=True)},
     ),
     "dnb": NormSpec(
@@ -337,9 +354,9 @@ def _like(new: nn.Module, old: nn.Module) -> nn.Module:
 def _converted_conv(conv: nn.Conv2d, conv_layer: type[nn.Conv2d]) -> nn.Conv2d:
     """``conv`` rebuilt as ``conv_layer`` with the same settings and weights."""
     new = conv_layer(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        kernel_size=conv.kernel_size,
         stride=conv.stride,
         padding=conv.padding,
         dilation=conv.dilation,

@@ -81,6 +81,9 @@ class GroupedFC(nn.Module):
         g: input features per group (default 1, the cheapest), or ``"oup"`` for a single group
             (a dense FC).
         bias: add a learnable bias (default ``False``, as in the DN paper's SC-module).
+        device, dtype: of the parameters. Default: ``None`` (PyTorch's defaults).
+
+    Under autocast it runs in the autocast dtype, bias included, as ``nn.Linear`` does.
 
     Shape:
         - Input: :math:`(N, \text{in\_features})`
@@ -93,15 +96,23 @@ class GroupedFC(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, out_features: int, g: int | str = 1, bias: bool = False
+        self,
+        in_features: int,
+        out_features: int,
+        g: int | str = 1,
+        bias: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        factory = {"device": device, "dtype": dtype}
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
         self.g = check_group_size(g)
         self.groups = num_groups(in_features, out_features, g)
-        self.weight = nn.Parameter(torch.empty(out_features, in_features // self.groups))
-        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        in_per_group = in_features // self.groups
+        self.weight = nn.Parameter(torch.empty(out_features, in_per_group, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -123,7 +134,8 @@ class GroupedFC(nn.Module):
         # lowers to a broadcast multiply (the complexity chapter relies on the count).
         y = torch.bmm(x_groups, w_groups.transpose(1, 2))  # (G, N, out/G)
         y = y.transpose(0, 1).reshape(n, self.out_features)  # (N, out)
-        return y if self.bias is None else y + self.bias
+        # the bias in y's dtype: under autocast bmm gives bf16, as nn.Linear's output is
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
         return (

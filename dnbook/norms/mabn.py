@@ -13,6 +13,13 @@ average over past iterations:
   so a real batch of ``N`` behaves like a batch of ``N * buffer_size``;
 * it multiplies the output by a renormalization factor ``r`` that pulls the SMA statistic
   towards the long-run ``running_var``, which is what evaluation uses.
+
+:class:`MABN2d` follows the authors' code (``MABN.py`` in github.com/megvii-model/MABN)
+step for step: which iterations use the moving averages, when ``r`` is switched on and its
+clamp, and ``running_var``, which averages the statistic the layer normalized with (the SMA
+once it is on), not the batch's own second moment. ``tests/test_mabn.py`` checks forward,
+backward and buffers against an independent transcription of that code over more than 1,000
+iterations, in float64.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from dnbook.norms._validation import check_batch_statistics, check_input, check_positive_int
+from dnbook.norms.batchnorm import accumulation_dtype
 
-# r stays fixed at 1 for at least this many iterations (the reference implementation's choice).
+# r stays fixed at 1 for at least this many iterations (the authors' code's choice).
 RENORM_START = 1000
 # After that, r is clamped to [1 / R_MAX, R_MAX].
 R_MAX = 5.0
@@ -46,6 +54,8 @@ class _MABNStep:
     use_sma: bool  # average the windows (True) or use this batch's own statistics (False)
     running_var: torch.Tensor | None  # (C,) for the renormalization; None means r = 1
     eps: float
+    # filled in by the forward: the statistic the batch was normalized with, (C,)
+    var: torch.Tensor | None = None
 
 
 class _MABNFunction(torch.autograd.Function):
@@ -59,16 +69,24 @@ class _MABNFunction(torch.autograd.Function):
 
     Once the SMA is on, the input gradient is deliberately *not* the gradient of the forward:
     past iterations' :math:`E[g z]` enter it, which is the point of MABN.
+
+    Statistics and the normalization are computed in float32 for a bf16 or float16 ``x``
+    (autocast) and in the windows' dtype otherwise; ``y`` and ``dL/dx`` come back in ``x``'s
+    dtype and memory format.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, step: _MABNStep):
         channels = x.shape[1]
+        ctx.input_dtype = x.dtype
+        # computed in float32 at least (bf16 and float16 inputs), or the windows' wider dtype
+        x = x.to(torch.promote_types(accumulation_dtype(x.dtype), step.forward_window.dtype))
         # E[x^2] per channel, no centering                                     # (C,)
         second_moment = x.square().mean(dim=(0, 2, 3))
         step.forward_window[step.slot] = second_moment
         # var_sma = mean of the last buffer_size E[x^2] (this batch's own while warming up)
         var = step.forward_window.mean(dim=0) if step.use_sma else second_moment
+        step.var = var
         # sigma = sqrt(var + eps)                                              # (C,)
         std = (var + step.eps).sqrt()
         # z = x / sigma                                                        # (N, C, H, W)
@@ -84,8 +102,9 @@ class _MABNFunction(torch.autograd.Function):
         if bias is not None:
             y = y + bias.view(1, channels, 1, 1)
         ctx.save_for_backward(z, std, r, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.step = step
-        return y
+        return y.to(ctx.input_dtype)
 
     @staticmethod
     @once_differentiable
@@ -93,6 +112,7 @@ class _MABNFunction(torch.autograd.Function):
         z, std, r, weight = ctx.saved_tensors
         step = ctx.step
         channels = z.shape[1]
+        grad_y = grad_y.to(z.dtype)
         scale = r if weight is None else weight * r
         # g = dL/dy * weight * r                                              # (N, C, H, W)
         g = grad_y * scale.view(1, channels, 1, 1)
@@ -103,13 +123,14 @@ class _MABNFunction(torch.autograd.Function):
         grad_stat_used = step.backward_window.mean(dim=0) if step.use_sma else grad_stat
         # dx = (g - z * E_sma[g z]) / sigma
         grad_x = (g - z * grad_stat_used.view(1, channels, 1, 1)) / std.view(1, channels, 1, 1)
+        grad_x = grad_x.to(ctx.input_dtype)
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[1]:
             # dweight = sum(dy * r * z)
-            grad_weight = (grad_y * z).sum(dim=(0, 2, 3)) * r
+            grad_weight = ((grad_y * z).sum(dim=(0, 2, 3)) * r).to(weight.dtype)
         if ctx.needs_input_grad[2]:
             # dbias = sum(dy)
-            grad_bias = grad_y.sum(dim=(0, 2, 3))
+            grad_bias = grad_y.sum(dim=(0, 2, 3)).to(ctx.bias_dtype)
         return grad_x, grad_weight, grad_bias, None
 
 
@@ -145,7 +166,7 @@ class MABN2d(nn.Module):
         \bar\psi_t = \frac{1}{B} \sum_{i=0}^{B-1} \psi_{t-i}, \qquad
         \frac{\partial L}{\partial x} = \frac{g - z \, \bar\psi_t}{\sqrt{\bar\chi_t + \epsilon}}.
 
-    While :math:`t < B` (the windows are not full yet) or :math:`t \le` ``warmup_iters``,
+    While :math:`t \le B` or :math:`t <` ``warmup_iters`` (the authors' schedule),
     :math:`\bar\chi_t = \chi_t` and :math:`\bar\psi_t = \psi_t`: the layer is then BN without
     centering, and its backward is the exact gradient of its forward. Afterwards the backward
     is deliberately not the gradient of the forward: the past :math:`\psi` are reused as if
@@ -153,10 +174,17 @@ class MABN2d(nn.Module):
     the real one. The backward is stateful: it writes :math:`\psi_t` into
     ``backward_stat_buffer`` (see ``_MABNFunction``), so run one backward per training forward.
 
-    ``running_var`` follows MABN's convention (``momentum`` is the decay, unlike PyTorch's BN):
-    :math:`\text{running\_var} \leftarrow m \cdot \text{running\_var} + (1 - m)\,\chi_t`,
-    updated after ``r`` is computed. Evaluation uses
-    :math:`y = \gamma x / \sqrt{\text{running\_var} + \epsilon} + \beta`, with no ``r``.
+    ``running_var`` follows MABN's convention (``momentum`` is the decay, unlike PyTorch's BN)
+    and, as in the authors' code, averages the statistic the batch was normalized with:
+    :math:`\text{running\_var} \leftarrow m \cdot \text{running\_var} + (1 - m)\,\bar\chi_t`
+    (the SMA once it is on, :math:`\chi_t` before), updated after ``r`` is computed.
+    Evaluation uses :math:`y = \gamma x / \sqrt{\text{running\_var} + \epsilon} + \beta`,
+    with no ``r``.
+
+    This is the layer of the authors' code, ``MABN.py`` in github.com/megvii-model/MABN (its
+    ``buffer_size`` is ``real_B // B`` there): the same schedule, renormalization, running
+    variance and backward. A bf16 or float16 input (autocast) is normalized with float32
+    statistics and comes back in its own dtype and memory format.
 
     Pair it with :class:`CenConv2d`: MABN never subtracts a mean, so the conv before it keeps
     its filters zero-mean instead.
@@ -168,9 +196,9 @@ class MABN2d(nn.Module):
         eps: added to the second moment before the square root. Default: 1e-5.
         momentum: decay of ``running_var`` (MABN's convention, the weight of the *old* value).
             Default: 0.98.
-        warmup_iters: the number of iterations that use their own batch's statistics before the
-            moving averages start; ``r`` stays 1 for :math:`\max(1000, \text{warmup\_iters})`
-            iterations. Default: 100.
+        warmup_iters: iterations :math:`t <` ``warmup_iters`` use their own batch's
+            statistics (as do :math:`t \le B`); ``r`` stays 1 for
+            :math:`\max(1000, \text{warmup\_iters})` iterations. Default: 100.
         affine: learnable per-channel ``weight`` (:math:`\gamma`) and ``bias``
             (:math:`\beta`). Default: ``True``.
         device, dtype: of the parameters and buffers.
@@ -260,8 +288,10 @@ class MABN2d(nn.Module):
             scale = (self.running_var + self.eps).rsqrt()
             if self.weight is not None:
                 scale = scale * self.weight
-            y = x * scale.view(1, -1, 1, 1)
-            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+            y = x.to(torch.promote_types(accumulation_dtype(x.dtype), scale.dtype))
+            y = y * scale.view(1, -1, 1, 1)
+            y = y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+            return y.to(x.dtype)
 
         check_batch_statistics(type(self).__name__, x)
         self.num_batches_tracked.add_(1)
@@ -271,13 +301,16 @@ class MABN2d(nn.Module):
             forward_window=self.forward_stat_buffer,
             backward_window=self.backward_stat_buffer,
             slot=(t - 1) % self.buffer_size,
-            use_sma=t >= self.buffer_size and t > self.warmup_iters,
+            # the authors' schedule: own statistics while t <= B or t < warmup_iters
+            use_sma=t > self.buffer_size and t >= self.warmup_iters,
             running_var=self.running_var if t > max(RENORM_START, self.warmup_iters) else None,
             eps=self.eps,
         )
         y = _MABNFunction.apply(x, self.weight, self.bias, step)
-        # running_var = momentum * running_var + (1 - momentum) * E[x^2] (this batch's own)
-        self.running_var.lerp_(self.forward_stat_buffer[step.slot], 1.0 - self.momentum)
+        # running_var = momentum * running_var + (1 - momentum) * var, with var the statistic
+        # the batch was normalized with (the SMA once it is on), as in the authors' code
+        with torch.no_grad():
+            self.running_var.lerp_(step.var.to(self.running_var.dtype), 1.0 - self.momentum)
         return y
 
 

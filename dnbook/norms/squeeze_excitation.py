@@ -40,9 +40,14 @@ class SqueezeExcitation(nn.Module):
     hidden width :math:`c' = \max(\lfloor c / r \rfloor, 1)`, and :math:`\alpha \in (0, 1)^{N
     \times C}` broadcast over the spatial positions.
 
+    The squeeze (the spatial mean) is accumulated in float32 for a bf16 or float16 input; under
+    autocast the FCs run in the autocast dtype, as ``nn.Linear`` does, and the output has the
+    input's dtype and memory format.
+
     Args:
         num_features: number of channels :math:`C`.
-        r: reduction ratio of the hidden layer (default 16).
+        r: reduction ratio of the hidden layer. Default: 16.
+        device, dtype: of the FCs' parameters. Default: ``None`` (PyTorch's defaults).
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -54,13 +59,20 @@ class SqueezeExcitation(nn.Module):
         torch.Size([2, 64, 8, 8])
     """
 
-    def __init__(self, num_features: int, r: int = 16) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        r: int = 16,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
+        factory = {"device": device, "dtype": dtype}
         self.num_features = check_positive_int("num_features", num_features)
         self.r = r
         self.hidden_features = reduced_width(num_features, r)
-        self.fc1 = nn.Linear(num_features, self.hidden_features)
-        self.fc2 = nn.Linear(self.hidden_features, num_features)
+        self.fc1 = nn.Linear(num_features, self.hidden_features, **factory)
+        self.fc2 = nn.Linear(self.hidden_features, num_features, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -69,7 +81,8 @@ class SqueezeExcitation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(type(self).__name__, x, self.num_features)
-        z = x.mean(dim=(2, 3))  # squeeze: (N, C)
+        # squeeze: z = mean over (H, W), accumulated in float32 at least        # (N, C)
+        z = x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32)).to(x.dtype)
         # alpha = sigmoid(W2 ReLU(W1 z + b1) + b2)
         alpha = torch.sigmoid(self.fc2(torch.relu(self.fc1(z))))  # excite: (N, C)
         return x * alpha[:, :, None, None]  # scale: (N, C, H, W)
@@ -90,11 +103,16 @@ class SEBatchNorm2d(nn.Module):
     per-channel weight. BN then normalizes the recalibrated features with the batch statistics
     (training) or its running statistics (eval), as ``torch.nn.BatchNorm2d`` does.
 
+    Under autocast both parts behave as PyTorch's layers do (BN's statistics in float32); the
+    output has the input's dtype and memory format.
+
     Args:
         num_features: number of channels :math:`C`.
-        r: reduction ratio of the SE block (default 16).
-        eps: added to the variance for numerical stability (default 1e-5).
-        momentum: BN's running-statistics momentum (default 0.1; ``None``: cumulative average).
+        r: reduction ratio of the SE block. Default: 16.
+        eps: added to the variance for numerical stability. Default: 1e-5.
+        momentum: BN's running-statistics momentum (``None``: cumulative average).
+            Default: 0.1.
+        device, dtype: of the parameters and buffers. Default: ``None`` (PyTorch's defaults).
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -107,12 +125,19 @@ class SEBatchNorm2d(nn.Module):
     """
 
     def __init__(
-        self, num_features: int, r: int = 16, eps: float = 1e-5, momentum: float | None = 0.1
+        self,
+        num_features: int,
+        r: int = 16,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        factory = {"device": device, "dtype": dtype}
         self.num_features = check_positive_int("num_features", num_features)
-        self.se = SqueezeExcitation(num_features, r=r)
-        self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
+        self.se = SqueezeExcitation(num_features, r=r, **factory)
+        self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
