@@ -132,6 +132,15 @@ class PairedGain:
             return _not_run(f"{experiment}: {', '.join(needed)}")
         return self.judge(runs)
 
+    def seed_differences(self, experiment: str, store: ResultsStore) -> pd.DataFrame:
+        """The evidence :meth:`evaluate` reads, per paired seed: each variant's ``metric``,
+        ``d`` and the ``profile`` (empty if nothing is stored)."""
+        runs = store.largest(experiment, tuple(dict.fromkeys(self.variants + self.baselines)))
+        if runs.empty:
+            return pd.DataFrame(columns=[*self.variants, "d", "profile"])
+        table = self.values(runs)
+        return table.assign(d=self.differences(table), profile=runs["profile"].iloc[0])
+
     def values(self, runs: pd.DataFrame) -> pd.DataFrame:
         """``metric`` per seed (rows) and variant (columns), diverged runs at chance for an
         accuracy, and only the seeds that every variant has."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,21 +26,41 @@ def verdict_line(claim_id: str, verdict: str) -> str:
     return f"claim {claim_id}: {verdict}"
 
 
-def chapter_claims(chapter: str, table: pd.DataFrame | None = None) -> pd.DataFrame:
+def chapter_claims(
+    chapter: str | None = None,
+    table: pd.DataFrame | None = None,
+    ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """The ledger's rows for ``chapter`` (a notebook file name, or its number such as
-    ``"07"``); ``table``: an already evaluated :func:`ledger` (default: evaluate them)."""
-    chosen = [c for c in CLAIMS if c.chapter == chapter or c.chapter.startswith(f"{chapter}_")]
-    if not chosen:
-        raise ValueError(f"no claim is shown in chapter {chapter!r}")
+    ``"07"``), or for the claims ``ids`` (in that order), or for every claim if neither is
+    given; ``table``: an already evaluated :func:`ledger` (default: evaluate them)."""
+    if ids is not None:
+        known = {c.id: c for c in CLAIMS}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise ValueError(f"unknown claim id(s) {unknown}; known: {sorted(known)}")
+        chosen = [known[i] for i in ids]
+    elif chapter is not None:
+        chosen = [c for c in CLAIMS if c.chapter == chapter or c.chapter.startswith(f"{chapter}_")]
+        if not chosen:
+            raise ValueError(f"no claim is shown in chapter {chapter!r}")
+    else:
+        chosen = list(CLAIMS)
     if table is None:
         return ledger(chosen)
-    return table[table["id"].isin({c.id for c in chosen})].reset_index(drop=True)
+    rows = table.set_index("id").loc[[c.id for c in chosen]].reset_index()
+    return rows
 
 
-def show(chapter: str, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Print the verdict of every claim of ``chapter`` as a :func:`verdict_line`, and return
-    its rows of the ledger (id, profile, seeds, measurement, verdict, why) for display."""
-    rows = chapter_claims(chapter, table)
+def show(
+    chapter: str | None = None,
+    table: pd.DataFrame | None = None,
+    ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Print the verdict of every claim of ``chapter`` (or of ``ids``; see
+    :func:`chapter_claims`) as a :func:`verdict_line`, and return those rows of the ledger
+    (id, profile, seeds, measurement, verdict, why) for display."""
+    rows = chapter_claims(chapter, table, ids)
     for claim_id, verdict in zip(rows["id"], rows["verdict"], strict=True):
         print(verdict_line(claim_id, verdict))
     return rows[COLUMNS].set_index("id")
