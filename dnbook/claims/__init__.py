@@ -51,6 +51,7 @@ from dnbook.claims.verdicts import (
     learned_threshold,
     paired_interval,
     side_of,
+    thresholds,
 )
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "records",
     "show",
     "side_of",
+    "thresholds",
     "to_json",
     "to_markdown",
     "verdict_line",

@@ -20,7 +20,10 @@ that share of the seed-to-seed noise. Its mean and 95% interval come from Studen
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -159,3 +162,19 @@ def at_chance(runs: pd.DataFrame, dataset: str) -> bool:
     if (runs["status"] == "diverged").any():
         return False
     return bool(runs[TEST].astype(float).mean() <= chance(dataset) + CHANCE_MARGIN)
+
+
+def thresholds() -> pd.DataFrame:
+    """The named thresholds of this module with their values and the reasons their docstrings
+    give (read from this module's source, so that the reason shown is the one in the code)."""
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    rows = []
+    for node, after in zip(tree.body, tree.body[1:], strict=False):
+        if not (isinstance(node, ast.Assign) and isinstance(after, ast.Expr)):
+            continue
+        if not isinstance(after.value, ast.Constant) or not isinstance(after.value.value, str):
+            continue
+        name = node.targets[0].id
+        reason = " ".join(after.value.value.split())
+        rows.append({"name": name, "value": globals()[name], "reason": reason})
+    return pd.DataFrame(rows)
