@@ -552,6 +552,14 @@ def test_cli_json_has_every_claim(tmp_path, capsys):
     assert {r["id"] for r in found if r["verdict"] != NOT_TESTED} == exact
 
 
+def test_cli_help(capsys):
+    assert main(["claims", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and "--json" in out and "--results-dir" in out
+    assert main(["--help"]) == 0
+    assert "claims" in capsys.readouterr().out
+
+
 def test_cli_markdown_counts_the_verdicts(tmp_path, capsys):
     assert main(["claims", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
