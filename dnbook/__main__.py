@@ -122,6 +122,14 @@ def _complexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claims(args: argparse.Namespace) -> int:
+    from dnbook.claims import ledger, to_json, to_markdown
+
+    table = ledger(results_root=args.results_dir)
+    print(to_json(table) if args.json else to_markdown(table))
+    return 0
+
+
 # TrainConfig fields that `train` exposes: (help, type). The profile supplies the fields of
 # PROFILE_FIELDS (and the epochs); the others default to TrainConfig's values.
 TRAIN_OPTIONS = {
@@ -236,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Count parameters and multiply-adds of MobileNetV2 and ResNet with each norm "
         "layer at 224 px and print them next to the paper's #p and Mult-Adds columns.",
     )
+    claims = commands.add_parser(
+        "claims",
+        help="the paper's claims with their verdicts on the stored results",
+        description="Evaluate every claim of the paper on the stored results (dnbook.claims) "
+        "and print the ledger: a Markdown table, or with --json every claim's id, verdict, "
+        "measurement, 95%% interval, seeds, profile and chapter.",
+    )
+    claims.add_argument("--json", action="store_true", help="print the ledger as JSON")
+    claims.add_argument("--results-dir", default=None, metavar="DIR", help=RESULTS_HELP)
     from dnbook.bench import add_arguments as add_bench_arguments
 
     add_bench_arguments(
@@ -263,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", _report),
         ("complexity", _complexity),
         ("bench", _bench),
+        ("claims", _claims),
     ):
         commands.choices[name].set_defaults(handler=handler)
     return parser

@@ -160,13 +160,15 @@ def seed_stats(runs: pd.DataFrame, metric: str = "test_acc_at_best_val") -> pd.D
     return pd.DataFrame(rows)
 
 
-def _mean_std(values: pd.Series) -> str:
-    values = values.dropna()
+def mean_std(values, unit: str = "") -> str:
+    """``mean ± std`` of ``values`` (the value alone for one, "–" for none; the count is said
+    elsewhere), for tables and the claims ledger."""
+    values = pd.Series(values, dtype=float).dropna()
     if values.empty:
         return "–"
     if len(values) == 1:
-        return f"{values.iloc[0]:.2f}"
-    return f"{values.mean():.2f} ± {values.std():.2f}"
+        return f"{values.iloc[0]:.2f}{unit}"
+    return f"{values.mean():.2f}{unit} ± {values.std():.2f}"
 
 
 def _status(group: pd.DataFrame) -> str:
@@ -193,7 +195,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "variant": variant,
                 **{knob: first[knob] for knob in varying},
                 "status": _status(group),
-                **{header: _mean_std(group[key]) for key, header in ACCURACY_COLUMNS.items()},
+                **{header: mean_std(group[key]) for key, header in ACCURACY_COLUMNS.items()},
                 "seeds": len(group),
                 "hardware": ", ".join(sorted(group["hardware"].unique())),
             }
