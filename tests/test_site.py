@@ -48,6 +48,8 @@ CHROMIUM_ARGS = [
 # TeX left as text in a page's prose means MathJax did not render it.
 RAW_TEX = re.compile(r"\$\$|\\(?:frac|begin|end|mathbb|mathrm|sqrt|sum|alpha|gamma|lambda)\b|\\\(")
 
+PLAIN_QUOTES = str.maketrans("\u2018\u2019\u201c\u201d", "''\"\"")
+
 pytestmark = pytest.mark.slow
 
 
@@ -74,6 +76,8 @@ def site() -> Path:
         pytest.importorskip(
             module, reason="the web edition needs the docs extra: pip install -e '.[docs]'"
         )
+    if os.environ.get("DNBOOK_SITE_REUSE") and (HTML / "index.html").is_file():
+        return HTML  # a developer's shortcut: test the site built last time
     shutil.rmtree(HTML, ignore_errors=True)
     shutil.rmtree(BUILD / "doctrees", ignore_errors=True)
     start = time.perf_counter()
@@ -217,8 +221,41 @@ INSPECT = """async () => {
     broken_images: images.filter(img => !img.complete || img.naturalWidth === 0)
       .map(img => img.getAttribute("src")),
     links: Array.from(document.querySelectorAll("a[href]")).map(a => a.href),
+    sidebar: Array.from(document.querySelectorAll("nav.bd-docs-nav a[href]"))
+      .map(a => a.href.split("#")[0]),
   };
 }"""
+
+
+def watch(page, name: str, problems: list[str]) -> None:
+    """Adds to ``problems`` each console error, script error and failed response of a page."""
+
+    def console(message):
+        if message.type == "error":
+            problems.append(f"{name}: console error: {message.text}")
+
+    def response(answer):
+        if answer.status >= 400:
+            problems.append(f"{name}: HTTP {answer.status} for {answer.url}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(f"{name}: script error: {error}"))
+    page.on("response", response)
+
+
+def code_toggle_problems(page, name: str) -> list[str]:
+    """The banner's button hides every code cell's source, and a second click shows it."""
+    visible = "() => Array.from(document.querySelectorAll('div.cell_input'))"
+    visible += ".filter(e => e.offsetParent !== null).length"
+    before = page.evaluate(visible)
+    button = page.locator("button.dnbook-toggle-code")
+    button.click()
+    hidden = page.evaluate(visible)
+    button.click()
+    after = page.evaluate(visible)
+    if not (before > 0 and hidden == 0 and after == before):
+        return [f"{name}: code cells shown {before}, after hiding {hidden}, after showing {after}"]
+    return []
 
 
 def test_every_page_reads_right_in_a_browser_without_network(site, browser):
@@ -244,17 +281,7 @@ def test_every_page_reads_right_in_a_browser_without_network(site, browser):
     for path in pages:
         name = str(path.relative_to(site))
         page = context.new_page()
-        page.on(
-            "console",
-            lambda msg, name=name: msg.type == "error"
-            and problems.append(f"{name}: console error: {msg.text}"),
-        )
-        page.on("pageerror", lambda exc, name=name: problems.append(f"{name}: {exc}"))
-        page.on(
-            "response",
-            lambda r, name=name: r.status >= 400
-            and problems.append(f"{name}: HTTP {r.status} for {r.url}"),
-        )
+        watch(page, name, problems)
         page.goto(base + name, wait_until="load")
         if name == "index.html":  # the site's root forwards to the front page
             page.wait_for_url(base + "docs/index.html")
@@ -262,10 +289,15 @@ def test_every_page_reads_right_in_a_browser_without_network(site, browser):
         seen = page.evaluate(INSPECT)
         if path in titles:
             expected = titles[path]
+            seen["title"] = seen["title"].translate(PLAIN_QUOTES)  # Sphinx's smart quotes
+            seen["h1"] = [h.translate(PLAIN_QUOTES) for h in seen["h1"]]
             if not seen["title"].startswith(expected):
                 problems.append(f"{name}: title {seen['title']!r}, expected {expected!r}")
             if not any(h.startswith(expected[:20]) for h in seen["h1"]):
                 problems.append(f"{name}: no heading {expected!r} (headings: {seen['h1']})")
+            missing = {base + str(p.relative_to(site)) for p in titles} - set(seen["sidebar"])
+            if missing:
+                problems.append(f"{name}: the sidebar lacks {sorted(missing)}")
         raw = sorted(set(RAW_TEX.findall(seen["text"])))
         if raw:
             problems.append(f"{name}: TeX left as text: {raw}")
@@ -284,6 +316,7 @@ def test_every_page_reads_right_in_a_browser_without_network(site, browser):
             page.screenshot(path=str(shot))
             print(f"screenshot: {shot}")
             if name.startswith("notebooks"):
+                problems += code_toggle_problems(page, name)
                 page.locator("#the-two-equations").scroll_into_view_if_needed()
                 shot = SCREENSHOTS / "chapter05_equations.png"
                 page.screenshot(path=str(shot))
@@ -299,4 +332,5 @@ def test_every_page_reads_right_in_a_browser_without_network(site, browser):
     problems += [f"request outside the site (blocked): {url}" for url in sorted(set(remote))]
     assert set(titles) <= set(pages), "a notebook has no page"
     (BUILD / "browser-problems.txt").write_text("\n".join(problems), encoding="utf-8")
-    assert not problems, f"{len(problems)} problems (all in {BUILD / 'browser-problems.txt'}):\n" + "\n".join(problems[:60])
+    listed = BUILD / "browser-problems.txt"
+    assert not problems, f"{len(problems)} problems (all in {listed}):\n" + "\n".join(problems[:60])

@@ -3,7 +3,7 @@
 - MathJax 3 served from the build: the files come from the PyPI package
   ``sphinx-mathjax-offline`` (MathJax 3.2.2) and only what a page can load is copied (the TeX
   to CHTML bundle, its TeX extensions, fonts and menu), so no page fetches anything from a CDN.
-- A banner under each notebook's title: which committed notebook the page shows (nothing is
+- A banner right under each notebook's title: which committed notebook the page shows (nothing is
   re-executed), a link to the ``.ipynb`` file in the site, a button that hides every code
   cell, and the profile line the chapter printed, if it prints one.
 - A page's ``<title>`` (the browser tab) shows a title's inline math as its plain TeX
@@ -91,6 +91,7 @@ def banner(docname: str, notebook: dict) -> str:
         f'build it. <a class="dnbook-notebook-link" href="{href}" download>Open the notebook '
         f"(`{posixpath.basename(path)}`)</a> to run it yourself (chapter 0 sets up the "
         "environment).",
+        "",
         '<button type="button" class="dnbook-toggle-code">Hide all code</button>',
     ]
     if "/solutions/" not in f"/{docname}":
@@ -117,11 +118,22 @@ def adapt_notebook(app: Sphinx, docname: str, source: list[str]) -> None:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if len(text.splitlines()) > FOLD_LINES and "hide-input" not in tags:
             tags.append("hide-input")
-    # Under the title: the first cell is the chapter's title and introduction.
-    notebook["cells"].insert(
-        1, {"cell_type": "markdown", "metadata": {}, "source": banner(docname, notebook)}
-    )
+    first, *rest = split_title(notebook["cells"][0])
+    banner_cell = {"cell_type": "markdown", "metadata": {}, "source": banner(docname, notebook)}
+    notebook["cells"][:1] = [first, banner_cell, *rest]
     source[0] = json.dumps(notebook)
+
+
+def split_title(cell: dict) -> list[dict]:
+    """A first Markdown cell ``# Title`` + text as two cells, so the banner fits between."""
+    text = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+    title, _, rest = text.lstrip().partition("\n")
+    if cell["cell_type"] != "markdown" or not title.startswith("# ") or not rest.strip():
+        return [cell]
+    return [
+        {"cell_type": "markdown", "metadata": cell.get("metadata", {}), "source": title},
+        {"cell_type": "markdown", "metadata": {}, "source": rest.strip("\n")},
+    ]
 
 
 def plain_title(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
