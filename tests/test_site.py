@@ -48,6 +48,9 @@ CHROMIUM_ARGS = [
 # TeX left as text in a page's prose means MathJax did not render it.
 RAW_TEX = re.compile(r"\$\$|\\(?:frac|begin|end|mathbb|mathrm|sqrt|sum|alpha|gamma|lambda)\b|\\\(")
 
+# Playwright's waits (30 s by default) are far longer than a page needs; this allows for a
+# machine shared with other work.
+TIMEOUT_MS = 300_000
 PLAIN_QUOTES = str.maketrans("\u2018\u2019\u201c\u201d", "''\"\"")
 
 pytestmark = pytest.mark.slow
@@ -193,7 +196,9 @@ def browser(site):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        instance = playwright.chromium.launch(
+            executable_path=chromium, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
+        )
         yield instance, f"http://127.0.0.1:{server.server_address[1]}/"
         instance.close()
     server.shutdown()
@@ -261,6 +266,7 @@ def code_toggle_problems(page, name: str) -> list[str]:
 def test_every_page_reads_right_in_a_browser_without_network(site, browser):
     instance, base = browser
     context = instance.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
     problems: list[str] = []
     remote: list[str] = []
 
