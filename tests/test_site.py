@@ -183,6 +183,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A page closed while a file was still being sent: not the site's fault.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture(scope="module")
 def browser(site):
     playwright_api = pytest.importorskip(
@@ -193,7 +200,7 @@ def browser(site):
     if chromium is None:
         pytest.skip("no Chromium to test the site in: apt-get install -y chromium")
     handler = functools.partial(_QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with playwright_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(
