@@ -7,7 +7,7 @@ matrix. It is exactly a grouped 1x1 convolution applied to an (N, C, 1, 1) tenso
 matrix multiply instead, which is much cheaper on a CPU than a convolution on 1x1 tensors.
 
 Group rule, shared by every layer of dnbook that uses a grouped FC
------------------------------------------------------------------
+------------------------------------------------------------------
 The DN paper's ``g`` is the number of *input* channels per group; ``g="oup"`` means one group
 (a dense FC). The paper does not say what happens when ``in_features`` is not divisible by
 ``g`` (DN's hidden width ``c // r`` is 9 for c = 144, r = 16), so we take::

@@ -5,7 +5,7 @@ groups of C/G consecutive channels, and the mean and variance are taken over one
 C/G * H * W values. Nothing depends on the other samples of the batch, so training and
 eval compute the same thing and there are no running statistics.
 
-It is Batch Normalization's standardization over different axes: reshape (N, C, *) to
+It is Batch Normalization's standardization over different axes: reshape ``(N, C, *)`` to
 (N, G, C/G * prod(*)) and reduce over the last axis instead of over (N, H, W). The hand-written
 backward is therefore the same compact form as BN's (derived in
 :mod:`dnbook.norms.batchnorm`), applied per group:
@@ -109,7 +109,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 class GroupNorm(nn.Module):
-    r"""Group Normalization over an (N, C, *) input, a from-scratch twin of
+    r"""Group Normalization over an ``(N, C, *)`` input, a from-scratch twin of
     :class:`torch.nn.GroupNorm`: same arguments in the same order, parameters and shapes.
 
     .. math::
