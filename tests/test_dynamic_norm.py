@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.environment import REPO_ROOT
-from dnbook.norms import DynamicNorm2d, make_norm
+from dnbook.norms import DynamicNorm2d, GroupedFC, make_norm
 
 ACTIVATIONS = {"relu": torch.relu, "silu": F.silu, "gelu": F.gelu}
 SCALES = {
@@ -168,6 +168,21 @@ def test_version_1_state_dict_loads(mode):
     loaded.load_state_dict(stored.state_dict())
     with pytest.raises(RuntimeError, match="Unexpected key"):
         loaded.load_state_dict({**stored.state_dict(), "1.fc3.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("options", [{"mode": "B", "g": 2}, {"mode": "C", "fc2_init": "default"}])
+def test_seeded_weights_are_those_of_version_1(options):
+    # Stored runs are reproducible from their seed: the SC-module draws its weights as the
+    # layer did before it was a submodule (each FC built, then reset once by the layer).
+    torch.manual_seed(3)
+    layer = DynamicNorm2d(48, r=4, **options)
+    torch.manual_seed(3)
+    fc1, fc2 = nn.Linear(48, 12, bias=False), GroupedFC(12, 96, g=options.get("g", 1))
+    fc1.reset_parameters(), fc2.reset_parameters()
+    if options.get("fc2_init", "zeros") == "zeros":
+        nn.init.zeros_(fc2.weight)
+    torch.testing.assert_close(layer.fc1.weight, fc1.weight, rtol=0, atol=0)
+    torch.testing.assert_close(layer.fc2.weight, fc2.weight, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("mode", ["B", "C"])

@@ -118,7 +118,9 @@ class SCModule(nn.Module):
         self.fc1 = nn.Linear(num_features, hidden, bias=fc1_bias, device=device, dtype=dtype)
         self.act = ACTIVATIONS[activation]()
         self.fc2 = GroupedFC(hidden, 2 * num_features, g=g, bias=False).to(device, dtype)
-        self.reset_parameters()
+        # No reset_parameters() here: the FCs are initialized by their own constructors, and
+        # DynamicNorm2d's reset draws them once more, as before the SC-module was a submodule,
+        # so that a seeded model gets the weights of every stored run.
 
     def reset_parameters(self) -> None:
         self.fc1.reset_parameters()
