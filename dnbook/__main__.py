@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         "complexity",
         help="parameters and multiply-adds of the paper's models, against the paper's tables",
         description="Count parameters and multiply-adds of MobileNetV2 and ResNet with each norm "
-        "layer at 224 px and print them next to the paper's #p and Mult-Adds columns.",
+        "layer at 224 px and print them next to the paper's #p and Mult-Adds columns, the #p "
+        "under both readings of the SC-module's FC1 (with and without a bias), which reading "
+        "fits, and a line for every value that does not.",
     )
     claims = commands.add_parser(
         "claims",

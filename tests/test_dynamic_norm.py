@@ -1,12 +1,17 @@
 """DynamicNorm2d (DN-B and DN-C) against a direct transcription of the paper's eq. 6-7."""
 
+import json
+from collections import OrderedDict
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from dnbook.norms import DynamicNorm2d
+from dnbook.engine.config import TrainConfig
+from dnbook.engine.environment import REPO_ROOT
+from dnbook.norms import DynamicNorm2d, GroupedFC, make_norm
 
 ACTIVATIONS = {"relu": torch.relu, "silu": F.silu, "gelu": F.gelu}
 SCALES = {
@@ -27,16 +32,17 @@ def reference(layer: DynamicNorm2d, x: torch.Tensor) -> torch.Tensor:
     std = torch.sqrt(var + layer.eps)
     x_tilde = (x - mean[:, None, None]) / std[:, None, None]
     w1 = layer.fc1.weight  # (C', C)
+    b1 = layer.fc1.bias if layer.fc1.bias is not None else torch.zeros_like(w1[:, 0])
     groups = layer.fc2.groups
     w2 = torch.block_diag(*layer.fc2.weight.view(groups, 2 * c // groups, -1))  # (2C, C')
     act = ACTIVATIONS[layer.activation]
     maybe_detach = (lambda v: v.detach()) if layer.detach_sc_input else (lambda v: v)
     if layer.mode == "B":
         z = maybe_detach((x_tilde if layer.sc_input == "normalized" else x).mean(dim=(2, 3)))
-        st = act(z @ w1.T) @ w2.T  # (N, 2C)
+        st = act(z @ w1.T + b1) @ w2.T  # (N, 2C)
         s, t = st[:, :c], st[:, c:]
     else:
-        hidden_e, hidden_std = maybe_detach(mean) @ w1.T, maybe_detach(std) @ w1.T
+        hidden_e, hidden_std = maybe_detach(mean) @ w1.T + b1, maybe_detach(std) @ w1.T + b1
         if layer.merge == "fc1":
             st = act(hidden_e + hidden_std) @ w2.T
         else:
@@ -52,7 +58,9 @@ CONFIGS = [
     {"mode": "B", "g": 2, "activation": "gelu", "scale": "tanh", "shift": "tanh"},
     {"mode": "B", "sc_input": "raw", "momentum": None},
     {"mode": "B", "detach_sc_input": True},
+    {"mode": "B", "fc1_bias": True},
     {"mode": "C", "merge": "fc1"},
+    {"mode": "C", "merge": "fc2", "fc1_bias": True},
     {"mode": "C", "merge": "fc2", "g": 2, "scale": "tanh", "shift": "tanh"},
     {"mode": "C", "merge": "fc1", "g": "oup", "detach_sc_input": True, "activation": "silu"},
 ]
@@ -85,7 +93,8 @@ def test_matches_the_equations(options, training):
     torch.testing.assert_close(y, y_ref)
 
     grad = torch.randn_like(y)
-    weights = [layer.fc1.weight, layer.fc2.weight]
+    weights = list(layer.parameters())
+    assert len(weights) == 3 if options.get("fc1_bias") else 2
     grads = torch.autograd.grad(y, [x, *weights], grad)
     grads_ref = torch.autograd.grad(y_ref, [x_ref, *weights], grad)
     torch.testing.assert_close(grads, grads_ref)
@@ -108,14 +117,81 @@ def test_zero_initialized_fc2_is_batchnorm_with_unit_gamma(options, momentum):
 def test_state_has_no_affine_parameters():
     layer = DynamicNorm2d(64, mode="B", r=16, g=1)
     assert set(layer.state_dict()) == {
-        "fc1.weight",
-        "fc2.weight",
+        "sc_module.fc1.weight",
+        "sc_module.fc2.weight",
         "running_mean",
         "running_var",
         "num_batches_tracked",
     }
+    assert layer.fc1 is layer.sc_module.fc1 and layer.fc2 is layer.sc_module.fc2
     assert layer.fc1.weight.shape == (4, 64)  # c -> c // r
     assert layer.fc2.weight.shape == (128, 1)  # c // r -> 2c, one input per group (g=1)
+    with_bias = DynamicNorm2d(64, mode="B", r=16, g=1, fc1_bias=True)
+    assert set(with_bias.state_dict()) - set(layer.state_dict()) == {"sc_module.fc1.bias"}
+    assert with_bias.fc1.bias.shape == (4,)
+
+
+def _old_format(state: dict, prefix: str) -> dict:
+    """``state`` as version 1 wrote it: the SC-module's FCs at the layer's top level."""
+    old = OrderedDict(
+        (key.replace(prefix + "sc_module.", prefix), value) for key, value in state.items()
+    )
+    # nn.Module.state_dict() records each module's version; version 1 had no sc_module
+    old._metadata = OrderedDict(
+        (name, dict(meta)) for name, meta in state._metadata.items() if "sc_module" not in name
+    )
+    old._metadata[prefix[:-1]]["version"] = 1
+    return old
+
+
+@pytest.mark.parametrize("mode", ["B", "C"])
+def test_version_1_state_dict_loads(mode):
+    # Weights stored before the SC-module became a submodule: fc1.weight, fc2.weight.
+    def model():
+        return nn.Sequential(nn.Conv2d(3, 24, 1), DynamicNorm2d(24, mode=mode, r=4)).double()
+
+    torch.manual_seed(0)
+    stored = model()
+    with torch.no_grad():
+        stored[1].fc2.weight.normal_()
+    stored(torch.randn(4, 3, 5, 5, dtype=torch.float64))  # running statistics move
+    old = _old_format(stored.state_dict(), "1.")
+    assert "1.fc1.weight" in old and "1.sc_module.fc1.weight" not in old
+    loaded = model()
+    loaded.load_state_dict(old)
+    torch.testing.assert_close(loaded.state_dict(), stored.state_dict(), rtol=0, atol=0)
+    # without metadata too (a state dict rebuilt as a plain dict)
+    loaded = model()
+    loaded.load_state_dict(dict(old))
+    torch.testing.assert_close(loaded.state_dict(), stored.state_dict(), rtol=0, atol=0)
+    # the current format round-trips, and an unknown key is still an error
+    loaded.load_state_dict(stored.state_dict())
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        loaded.load_state_dict({**stored.state_dict(), "1.fc3.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("options", [{"mode": "B", "g": 2}, {"mode": "C", "fc2_init": "default"}])
+def test_seeded_weights_are_those_of_version_1(options):
+    # Stored runs are reproducible from their seed: the SC-module draws its weights as the
+    # layer did before it was a submodule (each FC built, then reset once by the layer).
+    torch.manual_seed(3)
+    layer = DynamicNorm2d(48, r=4, **options)
+    torch.manual_seed(3)
+    fc1, fc2 = nn.Linear(48, 12, bias=False), GroupedFC(12, 96, g=options.get("g", 1))
+    fc1.reset_parameters(), fc2.reset_parameters()
+    if options.get("fc2_init", "zeros") == "zeros":
+        nn.init.zeros_(fc2.weight)
+    torch.testing.assert_close(layer.fc1.weight, fc1.weight, rtol=0, atol=0)
+    torch.testing.assert_close(layer.fc2.weight, fc2.weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["B", "C"])
+def test_device_and_dtype(mode):
+    layer = DynamicNorm2d(24, mode=mode, r=4, fc1_bias=True, dtype=torch.float64)
+    assert {t.dtype for t in layer.parameters()} == {torch.float64}
+    assert layer.running_mean.dtype == layer.running_var.dtype == torch.float64
+    meta = DynamicNorm2d(24, mode=mode, r=4, device="meta")
+    assert {t.device.type for t in (*meta.parameters(), *meta.buffers())} == {"meta"}
 
 
 @pytest.mark.parametrize("mode", ["B", "C"])
@@ -148,15 +224,24 @@ def test_dnb_in_eval_treats_each_sample_alone():
 
 
 @pytest.mark.parametrize(("mode", "shape"), [("B", (4, 24)), ("C", (24,))])
-def test_record_affine(mode, shape):
-    layer = _layer(mode=mode, record_affine=True)
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_record_affine(mode, shape, impl):
+    layer = _layer(mode=mode, record_affine=True, impl=impl)
     assert layer.last_alpha is None
-    layer(_batch())
+    x = _batch()
+    y = layer(x)
     assert layer.last_alpha.shape == layer.last_shift.shape == shape
     assert not layer.last_alpha.requires_grad
-    off = _layer(mode=mode)  # off by default
+    # the recorded values are the ones used: y = X_tilde * alpha + lambda
+    x_tilde = F.batch_norm(x, None, None, training=True, eps=layer.eps)
+    expected = x_tilde * layer.last_alpha[..., None, None] + layer.last_shift[..., None, None]
+    torch.testing.assert_close(y, expected)
+    off = _layer(mode=mode, impl=impl)  # off by default, and switched on later
     off(_batch())
     assert off.last_alpha is None
+    off.record_affine = True
+    off(_batch())
+    assert off.last_alpha.shape == shape
 
 
 @pytest.mark.parametrize(
@@ -169,14 +254,16 @@ def test_record_affine(mode, shape):
         ({"mode": "C", "merge": "fc2", "g": "oup"}, 2 * 24 * 6, 2 * 6 * 48),
     ],
 )
-def test_flop_counter_sees_both_fcs(options, fc1_macs, fc2_macs):
-    layer = DynamicNorm2d(24, r=4, **options).eval()
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_flop_counter_sees_both_fcs(options, fc1_macs, fc2_macs, impl):
+    layer = DynamicNorm2d(24, r=4, impl=impl, **options).eval()
     with FlopCounterMode(display=False) as counter:
         layer(torch.randn(4, 24, 5, 5))
-    counts = counter.get_flop_counts()
-    assert sum(counts["DynamicNorm2d.fc1"].values()) == 2 * fc1_macs
-    assert sum(counts["DynamicNorm2d.fc2"].values()) == 2 * fc2_macs
     assert counter.get_total_flops() == 2 * (fc1_macs + fc2_macs)
+    if impl == "reference":  # the SC-module runs as modules; the functional runs on tensors
+        counts = counter.get_flop_counts()
+        assert sum(counts["DynamicNorm2d.sc_module.fc1"].values()) == 2 * fc1_macs
+        assert sum(counts["DynamicNorm2d.sc_module.fc2"].values()) == 2 * fc2_macs
 
 
 def test_reset_parameters_restores_the_initial_state():
@@ -236,15 +323,44 @@ def test_single_value_per_channel_is_fine_in_eval():
             {},
             "64, mode=B, r=16, g=1, sc_input=normalized, eps=1e-05, momentum=0.1, "
             "track_running_stats=True, activation=relu, scale=sigmoid, shift=tanh, "
-            "detach_sc_input=False, fc2_init=zeros, record_affine=False, impl=fast",
+            "detach_sc_input=False, fc2_init=zeros, fc1_bias=False, record_affine=False, "
+            "impl=fast",
         ),
         (
             {"mode": "C", "merge": "fc2", "g": "oup", "momentum": None},
             "64, mode=C, r=16, g=oup, merge=fc2, eps=1e-05, momentum=None, "
             "track_running_stats=True, activation=relu, scale=sigmoid, shift=tanh, "
-            "detach_sc_input=False, fc2_init=zeros, record_affine=False, impl=fast",
+            "detach_sc_input=False, fc2_init=zeros, fc1_bias=False, record_affine=False, "
+            "impl=fast",
         ),
     ],
 )
 def test_extra_repr(options, expected):
     assert DynamicNorm2d(64, **options).extra_repr() == expected
+
+
+# Stored results, one per kind of norm spec: their names must not change when a DN option is
+# added (fc1_bias is left out of the hash at its legacy value, False).
+STORED = ["055909fd7f2b", "5d61c923483e", "517e60d2a865", "3d7055bad12d", "20321f20f4a7"]
+STORED += ["56ad7add6a3a"]
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_stored_result_hashes_do_not_change(name):
+    stored = json.loads((REPO_ROOT / "results" / "cpu_v1" / f"{name}.json").read_text())
+    assert stored["hash"] == name
+    assert TrainConfig.from_dict(stored["config"]).hash() == name
+
+
+def test_fc1_bias_in_the_spec_and_the_hash():
+    plain = make_norm("dnb:r=16,g=1")
+    assert plain.options["fc1_bias"] is False and plain.spec == "dnb:r=16,g=1"
+    biased = make_norm("dnb:r=16,g=1,fc1_bias=true")
+    assert biased.spec == "dnb:r=16,g=1,fc1_bias=true"
+    assert biased(32).fc1.bias.shape == (2,) and plain(32).fc1.bias is None
+    assert make_norm("dnc:fc1_bias=true")(32).fc1.bias is not None
+    config = TrainConfig(norm="dnb:r=16,g=1")
+    assert config.replace(norm="dnb:r=16,g=1,fc1_bias=false").hash() == config.hash()
+    assert config.replace(norm="dnb:r=16,g=1,fc1_bias=true").hash() != config.hash()
+    with pytest.raises(ValueError, match="fc1_bias must be true or false"):
+        make_norm("dnb:fc1_bias=1")

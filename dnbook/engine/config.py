@@ -111,9 +111,12 @@ class TrainConfig:
 
 def _expanded_norm(spec: str) -> str:
     from dnbook.norms import make_norm
+    from dnbook.norms.factory import hashed_options
 
     factory = make_norm(spec)
-    options = ",".join(f"{key}={value}" for key, value in sorted(factory.options.items()))
+    # every option, less those added after the stored results and at their legacy value
+    hashed = hashed_options(factory.name, factory.options)
+    options = ",".join(f"{key}={value}" for key, value in sorted(hashed.items()))
     return f"{factory.name}:{options}" if options else factory.name
 
 

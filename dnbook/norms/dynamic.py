@@ -10,11 +10,13 @@ scale-and-shift network (the *SC-module*: FC, activation, grouped FC) produce th
 - DN-B (batch- and channel-wise): from each sample's pooled features, one
   :math:`\alpha, \lambda \in \mathbb{R}^{n \times c}` per sample.
 
-The paper fixes the SC-module's shape (FC1 c -> c/r without bias, grouped FC2 c/r -> 2c without
-bias, ``g`` inputs per group) but not the activation between the FCs, how the FC outputs become
-:math:`\alpha, \lambda`, their initialization, or whether DN-B pools the raw or the normalized
-feature. Those are the layer's design options below. The defaults (ReLU, alpha = 2 sigmoid(s),
-lambda = tanh(t), normalized input, FC2 zero-initialized) come from the ``dnb_design``
+The paper fixes the SC-module's shape (FC1 c -> c/r, grouped FC2 c/r -> 2c without bias, ``g``
+inputs per group) but not whether FC1 has a bias (``fc1_bias``; ``python -m dnbook complexity``
+shows which reading its parameter counts fit), the activation between the FCs, how the FC
+outputs become :math:`\alpha, \lambda`, their initialization, or whether DN-B pools the raw or
+the normalized feature. Those are the layer's design options below. The defaults (ReLU,
+alpha = 2 sigmoid(s), lambda = tanh(t), normalized input, FC2 zero-initialized, no FC1 bias)
+come from the ``dnb_design``
 experiment (results in ``results/cpu/``, shown in chapter 5): at a small CPU scale (1-2 seeds)
 it was the only DN-B variant whose training loss stayed bounded at lr 0.05, 0.2 and 0.5 (the
 others ended lr 0.5 at training losses of 49 to 1,290); its mean test accuracy over the lrs was
@@ -24,7 +26,7 @@ A pointer, not a settled result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,32 +38,113 @@ from dnbook.norms._validation import (
     check_input,
     check_positive_int,
 )
-from dnbook.norms.batchnorm import register_running_stats, reset_running_stats
-from dnbook.norms.fast_dynamic import dynamic_norm
+from dnbook.norms.batchnorm import register_running_stats, reset_running_stats, update_running_stats
+from dnbook.norms.fast_dynamic import (
+    MERGES,
+    MODES,
+    SC_INPUTS,
+    SCALES,
+    SHIFTS,
+    accumulation_dtype,
+    dynamic_norm,
+)
 from dnbook.norms.grouped_fc import GroupedFC
 from dnbook.norms.squeeze_excitation import reduced_width
 
-# The activation between FC1 and FC2.
+# The activation between FC1 and FC2, as modules (the SC-module's ``act``).
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
 
-# How FC2's first half s becomes the scale alpha. All three give alpha = 1 at s = 0.
-SCALES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "sigmoid": lambda s: 2 * torch.sigmoid(s),  # alpha in (0, 2)
-    "linear": lambda s: 1 + s,  # alpha unbounded
-    "tanh": lambda s: 1 + torch.tanh(s),  # alpha in (0, 2)
-}
-
-# How FC2's second half t becomes the shift lambda. Both give lambda = 0 at t = 0.
-SHIFTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "linear": lambda t: t,  # lambda unbounded
-    "tanh": torch.tanh,  # lambda in (-1, 1)
-}
-
-MODES = ("B", "C")
-MERGES = ("fc1", "fc2")
-SC_INPUTS = ("normalized", "raw")
 FC2_INITS = ("zeros", "default")
 IMPLS = ("fast", "reference")
+__all__ = ["ACTIVATIONS", "FC2_INITS", "IMPLS", "MERGES", "MODES", "SC_INPUTS", "SCALES", "SHIFTS"]
+__all__ += ["DynamicNorm2d", "SCModule"]
+
+
+class SCModule(nn.Module):
+    r"""DN's scale-and-shift module: from an input :math:`z`, the scale :math:`\alpha` and the
+    shift :math:`\lambda`.
+
+    .. math::
+        [s, t] = \mathrm{FC}_2\big(\mathrm{act}(\mathrm{FC}_1(z))\big), \qquad
+        \alpha = f(s), \quad \lambda = h(t)
+
+    ``fc1``: ``nn.Linear(C, C')``, :math:`C' = \max(\lfloor C / r \rfloor, 1)`, with a bias
+    if ``fc1_bias``; ``act``; ``fc2``: :class:`GroupedFC` ``(C', 2C)`` without bias, ``g``
+    inputs per group. With ``merge`` (DN-C), the input is the two rows :math:`[E; Std]`,
+    summed after FC1 (``"fc1"``) or after FC2 (``"fc2"``).
+
+    The FCs run with autocast off, in their weights' dtype (the input is cast to it): like
+    BatchNorm's affine parameters, the SC-module stays in float32 under bf16 autocast.
+
+    Args:
+        num_features: :math:`C`.
+        r: reduction ratio of FC1 (default 16).
+        g: input channels per group of FC2, or ``"oup"`` (default 1).
+        merge: ``None`` (default: each row of the input is a sample), ``"fc1"`` or ``"fc2"``.
+        activation: ``"relu"`` (default), ``"silu"`` or ``"gelu"``.
+        scale, shift: :math:`f` (default ``"sigmoid"``) and :math:`h` (default ``"tanh"``).
+        fc1_bias: FC1 has a bias (default ``False``).
+
+    Shape:
+        - Input: :math:`(N, C)`, or :math:`(2, C)` with ``merge``
+        - Output: ``(alpha, lambda)``, :math:`(N, C)` each, or :math:`(C,)` with ``merge``
+
+    Example:
+        >>> alpha, shift = SCModule(32, r=4)(torch.randn(5, 32))
+        >>> alpha.shape
+        torch.Size([5, 32])
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        r: int = 16,
+        g: int | str = 1,
+        merge: str | None = None,
+        activation: str = "relu",
+        scale: str = "sigmoid",
+        shift: str = "tanh",
+        fc1_bias: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_features = check_positive_int("num_features", num_features)
+        self.merge = None if merge is None else check_choice("merge", merge, MERGES)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
+        self.scale = check_choice("scale", scale, SCALES)
+        self.shift = check_choice("shift", shift, SHIFTS)
+        hidden = reduced_width(num_features, r)
+        self.fc1 = nn.Linear(num_features, hidden, bias=fc1_bias, device=device, dtype=dtype)
+        self.act = ACTIVATIONS[activation]()
+        self.fc2 = GroupedFC(hidden, 2 * num_features, g=g, bias=False).to(device, dtype)
+        # No reset_parameters() here: the FCs are initialized by their own constructors, and
+        # DynamicNorm2d's reset draws them once more, as before the SC-module was a submodule,
+        # so that a seeded model gets the weights of every stored run.
+
+    def reset_parameters(self) -> None:
+        self.fc1.reset_parameters()
+        self.fc2.reset_parameters()
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(z.device.type, enabled=False):
+            hidden = self.fc1(z.to(self.fc1.weight.dtype))
+            if self.merge is None:
+                st = self.fc2(self.act(hidden))  # (N, 2C)
+            elif self.merge == "fc1":
+                # [s, t] = FC2(act(FC1(E) + FC1(Std)))
+                st = self.fc2(self.act(hidden.sum(dim=0, keepdim=True)))[0]
+            else:
+                # [s, t] = FC2(act(FC1(E))) + FC2(act(FC1(Std)))
+                st = self.fc2(self.act(hidden)).sum(dim=0)
+            s, t = st.chunk(2, dim=-1)
+            return SCALES[self.scale](s), SHIFTS[self.shift](t)
+
+    def extra_repr(self) -> str:
+        return (
+            f"merge={self.merge}, activation={self.activation}, scale={self.scale}, "
+            f"shift={self.shift}"
+        )
 
 
 class DynamicNorm2d(nn.Module):
@@ -75,14 +158,16 @@ class DynamicNorm2d(nn.Module):
     with the batch statistics in training (biased variance; the running statistics are
     updated as in ``torch.nn.BatchNorm2d``) and ``running_mean``, ``running_var`` in eval.
 
-    Affine (eq. 7), with the scale and shift generated by the SC-module:
+    Affine (eq. 7), with the scale and shift generated by the SC-module
+    (:class:`SCModule`, the submodule ``sc_module``):
 
     .. math::
         \hat X = \tilde X * \alpha + \lambda, \qquad
         [s, t] = \mathrm{FC}_2\big(\mathrm{act}(\mathrm{FC}_1(z))\big), \qquad
         \alpha = f(s), \quad \lambda = h(t)
 
-    ``fc1``: ``nn.Linear(C, C')`` without bias, :math:`C' = \max(\lfloor C / r \rfloor, 1)`;
+    ``fc1``: ``nn.Linear(C, C')``, without bias unless ``fc1_bias``,
+    :math:`C' = \max(\lfloor C / r \rfloor, 1)`;
     ``fc2``: :class:`GroupedFC` ``(C', 2C)`` without bias, ``g`` inputs per group; ``s`` is the
     first half of FC2's output and ``t`` the second; :math:`f, h` are set by ``scale``, ``shift``.
     FC2's number of groups is the largest divisor of :math:`C'` that is at most
@@ -107,6 +192,14 @@ class DynamicNorm2d(nn.Module):
     There is no ``weight`` or ``bias``: with FC2 zero-initialized (``fc2_init="zeros"``) the
     layer starts as BN with :math:`\gamma = 1, \beta = 0` for every ``scale`` and ``shift``.
 
+    Statistics and the SC-module are computed in float32 for bf16 or float16 inputs (as under
+    autocast; the SC-module's FCs run with autocast off) and the output has the input's dtype
+    and memory format, as with ``torch.nn.BatchNorm2d``.
+
+    **Recording** :math:`\alpha, \lambda`: with ``record_affine`` set (at construction or
+    later), every forward keeps its :math:`\alpha, \lambda`, detached, as ``last_alpha`` and
+    ``last_shift``: shape (N, C) for DN-B, (C,) for DN-C. Off (the default) it costs nothing.
+
     Args:
         num_features: number of channels :math:`C`.
         mode: ``"B"`` (DN-B, per sample) or ``"C"`` (DN-C, shared by the batch). Default ``"B"``.
@@ -127,12 +220,14 @@ class DynamicNorm2d(nn.Module):
             ``False``).
         fc2_init: ``"zeros"`` (default; :math:`\alpha = 1, \lambda = 0` at start) or
             ``"default"`` (PyTorch's init of a linear layer).
-        record_affine: keep the last forward's :math:`\alpha, \lambda` (detached) as
-            ``last_alpha``, ``last_shift``: shape (N, C) for DN-B, (C,) for DN-C (default
+        fc1_bias: give FC1 a bias (default ``False``, the layer of every stored result).
+        record_affine: keep the last forward's :math:`\alpha, \lambda` (see above; default
             ``False``).
-        impl: ``"fast"`` (default): :mod:`dnbook.norms.fast_dynamic`, two passes over the
-            activations each way; ``"reference"``: the equations step by step, as written in
-            this module. Both compute the same function and gradients.
+        impl: ``"fast"`` (default): :func:`dnbook.norms.fast_dynamic.dynamic_norm`, the
+            functional, with few passes over the activations; ``"reference"``: the equations
+            step by step, as written in this module. Both compute the same function and
+            gradients.
+        device, dtype: of the parameters and buffers, as in PyTorch's layers.
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -143,6 +238,9 @@ class DynamicNorm2d(nn.Module):
         >>> dn(torch.randn(8, 64, 14, 14)).shape
         torch.Size([8, 64, 14, 14])
     """
+
+    # 2: the SC-module's FCs moved under ``sc_module`` (version 1: ``fc1.weight``, ...).
+    _version = 2
 
     def __init__(
         self,
@@ -160,8 +258,11 @@ class DynamicNorm2d(nn.Module):
         sc_input: str = "normalized",
         detach_sc_input: bool = False,
         fc2_init: str = "zeros",
+        fc1_bias: bool = False,
         record_affine: bool = False,
         impl: str = "fast",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.num_features = check_positive_int("num_features", num_features)
@@ -176,36 +277,47 @@ class DynamicNorm2d(nn.Module):
         self.eps = eps
         self.momentum = momentum
         self.track_running_stats = track_running_stats
-        self.activation = check_choice("activation", activation, ACTIVATIONS)
-        self.scale = check_choice("scale", scale, SCALES)
-        self.shift = check_choice("shift", shift, SHIFTS)
         self.sc_input = check_choice("sc_input", sc_input, SC_INPUTS)
         self.detach_sc_input = detach_sc_input
         self.fc2_init = check_choice("fc2_init", fc2_init, FC2_INITS)
+        self.fc1_bias = fc1_bias
         self.record_affine = record_affine
         self.impl = check_choice("impl", impl, IMPLS)
         self.last_alpha: torch.Tensor | None = None
         self.last_shift: torch.Tensor | None = None
 
-        # SC-module: FC1 (c -> c', no bias), activation, grouped FC2 (c' -> 2c, no bias).
-        hidden = reduced_width(num_features, r)
-        self.fc1 = nn.Linear(num_features, hidden, bias=False)
-        self.act = ACTIVATIONS[activation]()
-        self.fc2 = GroupedFC(hidden, 2 * num_features, g=g, bias=False)
-
+        self.sc_module = SCModule(
+            num_features,
+            r,
+            g,
+            merge=merge if mode == "C" else None,
+            activation=activation,
+            scale=scale,
+            shift=shift,
+            fc1_bias=fc1_bias,
+            device=device,
+            dtype=dtype,
+        )
         # BN's buffers running_mean, running_var, num_batches_tracked (None if not tracked).
-        register_running_stats(self, num_features, track_running_stats, None, None)
+        register_running_stats(self, num_features, track_running_stats, device, dtype)
         self.reset_parameters()
+
+    # The SC-module's parts and options, readable on the layer itself.
+    fc1 = property(lambda self: self.sc_module.fc1, doc="FC1, ``sc_module.fc1``.")
+    fc2 = property(lambda self: self.sc_module.fc2, doc="FC2, ``sc_module.fc2``.")
+    act = property(lambda self: self.sc_module.act, doc="The activation, ``sc_module.act``.")
+    activation = property(lambda self: self.sc_module.activation)
+    scale = property(lambda self: self.sc_module.scale)
+    shift = property(lambda self: self.sc_module.shift)
 
     def reset_running_stats(self) -> None:
         reset_running_stats(self)
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
-        self.fc1.reset_parameters()
-        self.fc2.reset_parameters()
+        self.sc_module.reset_parameters()
         if self.fc2_init == "zeros":
-            nn.init.zeros_(self.fc2.weight)
+            nn.init.zeros_(self.sc_module.fc2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = type(self).__name__
@@ -214,24 +326,59 @@ class DynamicNorm2d(nn.Module):
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
             check_batch_statistics(name, x)
-        if self.impl == "fast":
-            return dynamic_norm(self, x, use_batch_stats)
-        x_tilde = self._normalize(x, use_batch_stats)  # eq. 6: (N, C, H, W)
+        if self.impl == "reference":
+            return self._reference_forward(x, use_batch_stats)
+        sc = self.sc_module
+        y, mean, var = dynamic_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            sc.fc1.weight,
+            sc.fc1.bias,
+            sc.fc2.weight,
+            use_batch_stats,
+            self.eps,
+            mode=self.mode,
+            activation=self.activation,
+            scale=self.scale,
+            shift=self.shift,
+            merge=self.merge,
+            sc_input=self.sc_input,
+            detach_sc_input=self.detach_sc_input,
+            affine_hook=self._record if self.record_affine else None,
+        )
+        if self.training and self.track_running_stats:
+            update_running_stats(self, mean, var, x.numel() // x.shape[1])
+        return y
 
+    def _record(self, alpha: torch.Tensor, shift: torch.Tensor) -> None:
+        """Keep this forward's alpha and lambda (``record_affine``)."""
+        self.last_alpha, self.last_shift = alpha.detach(), shift.detach()
+
+    def _reference_forward(self, x: torch.Tensor, use_batch_stats: bool) -> torch.Tensor:
+        """Eq. 6-7 step by step: normalize, pool or take the statistics, SC-module, affine."""
+        x_tilde = self._normalize(x, use_batch_stats)  # eq. 6: (N, C, H, W)
+        # statistics and pooled features in float32 (at least), as BN's statistics
+        acc = accumulation_dtype(x.dtype)
         if self.mode == "B":
-            z = (x_tilde if self.sc_input == "normalized" else x).mean(dim=(2, 3))  # (N, C)
-            s, t = self._sc_module(z).chunk(2, dim=1)  # (N, C) each
+            pooled = x_tilde if self.sc_input == "normalized" else x
+            z = pooled.to(acc).mean(dim=(2, 3))  # (N, C)
         else:
             if use_batch_stats:
                 # F.batch_norm does not return the statistics it used, so they are computed
                 # again here: one more pass over x, for the layer the paper found does not train.
-                var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)  # (C,) each
+                var, mean = torch.var_mean(x.to(acc), dim=(0, 2, 3), correction=0)  # (C,) each
             else:
-                mean, var = self.running_mean, self.running_var
-            s, t = self._sc_module_dnc(mean, var).chunk(2, dim=0)  # (C,) each
-        alpha, shift = self._alpha_and_shift(s, t)
-
+                mean, var = self.running_mean.to(acc), self.running_var.to(acc)
+            # Std[X] = sqrt(Var[X] + eps); the E and Std branches as two rows
+            z = torch.stack([mean, torch.sqrt(var + self.eps)])  # (2, C)
+        if self.detach_sc_input:
+            z = z.detach()
+        alpha, shift = self.sc_module(z)  # (N, C) or (C,) each
+        if self.record_affine:
+            self._record(alpha, shift)
         # eq. 7: X_hat = X_tilde * alpha + lambda, alpha and lambda broadcast over H, W
+        alpha, shift = alpha.to(x_tilde.dtype), shift.to(x_tilde.dtype)
         return x_tilde * alpha[..., None, None] + shift[..., None, None]
 
     def _normalize(self, x: torch.Tensor, use_batch_stats: bool) -> torch.Tensor:
@@ -254,34 +401,15 @@ class DynamicNorm2d(nn.Module):
             eps=self.eps,
         )
 
-    def _sc_module(self, z: torch.Tensor) -> torch.Tensor:
-        """DN-B's SC-module on the pooled features z (N, C): returns [s, t], shape (N, 2C)."""
-        if self.detach_sc_input:
-            z = z.detach()
-        return self.fc2(self.act(self.fc1(z)))
-
-    def _sc_module_dnc(self, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-        """DN-C's SC-module on E[X] and Var[X] (C,) each: returns [s, t], shape (2C,)."""
-        # Std[X] = sqrt(Var[X] + eps)
-        stats = torch.stack([mean, torch.sqrt(var + self.eps)])  # (2, C): E and Std branches
-        if self.detach_sc_input:
-            stats = stats.detach()
-        # The two branches share the weights, so they run as a batch of two vectors.
-        hidden = self.fc1(stats)  # (2, C')
-        if self.merge == "fc1":
-            # [s, t] = FC2(act(FC1(E) + FC1(Std)))
-            return self.fc2(self.act(hidden.sum(dim=0, keepdim=True)))[0]
-        # [s, t] = FC2(act(FC1(E))) + FC2(act(FC1(Std)))
-        return self.fc2(self.act(hidden)).sum(dim=0)
-
-    def _alpha_and_shift(
-        self, s: torch.Tensor, t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """alpha = f(s), lambda = h(t); kept as ``last_alpha``, ``last_shift`` if recording."""
-        alpha, shift = SCALES[self.scale](s), SHIFTS[self.shift](t)
-        if self.record_affine:
-            self.last_alpha, self.last_shift = alpha.detach(), shift.detach()
-        return alpha, shift
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, *args: Any
+    ) -> None:
+        # Version 1 (before the SC-module was a submodule) stored fc1.weight, fc2.weight.
+        if local_metadata.get("version", 1) < 2:
+            for key in [k for k in state_dict if k.startswith((prefix + "fc1.", prefix + "fc2."))]:
+                new_key = prefix + "sc_module." + key[len(prefix) :]
+                state_dict.setdefault(new_key, state_dict.pop(key))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def extra_repr(self) -> str:
         mode_option = f"merge={self.merge}" if self.mode == "C" else f"sc_input={self.sc_input}"
@@ -290,5 +418,6 @@ class DynamicNorm2d(nn.Module):
             f"eps={self.eps}, momentum={self.momentum}, "
             f"track_running_stats={self.track_running_stats}, activation={self.activation}, "
             f"scale={self.scale}, shift={self.shift}, detach_sc_input={self.detach_sc_input}, "
-            f"fc2_init={self.fc2_init}, record_affine={self.record_affine}, impl={self.impl}"
+            f"fc2_init={self.fc2_init}, fc1_bias={self.fc1_bias}, "
+            f"record_affine={self.record_affine}, impl={self.impl}"
         )

@@ -50,7 +50,9 @@ class Option:
 
     ``check(name, value)`` returns the (possibly converted) value or raises ``ValueError``.
     ``shown`` options are always written in the canonical spec; the others only when they
-    differ from the default.
+    differ from the default. ``legacy``, for an option added after results were stored: the
+    value every stored result had; the config hash leaves the option out at that value (see
+    :func:`hashed_options`), so stored results keep their names whatever the default becomes.
     """
 
     kwarg: str
@@ -58,6 +60,7 @@ class Option:
     accepts: str
     check: Callable[[str, object], object]
     shown: bool = False
+    legacy: object = None  # None: the option is as old as the stored results
 
     def describe(self, key: str) -> str:
         return f"{key}=<{self.accepts}> (default {_format_value(self.default)})"
@@ -150,6 +153,10 @@ def _dn_options(mode: str) -> dict[str, Option]:
         "input": _option(DynamicNorm2d, "sc_input", "|".join(SC_INPUTS), _choice(*SC_INPUTS)),
         "detach": _option(DynamicNorm2d, "detach_sc_input", "true|false", _check_bool),
         "init": _option(DynamicNorm2d, "fc2_init", "|".join(FC2_INITS), _choice(*FC2_INITS)),
+        # added after the stored results, whose layers had no FC1 bias
+        "fc1_bias": Option(
+            "fc1_bias", _default(DynamicNorm2d, "fc1_bias"), "true|false", _check_bool, legacy=False
+        ),
     }
     del options["merge" if mode == "B" else "input"]
     return options
@@ -257,6 +264,16 @@ def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
         except ValueError as error:
             raise ValueError(f"bad value in spec {spec!r}: {error}") from None
     return name, {key: given.get(key, option.default) for key, option in valid.items()}
+
+
+def hashed_options(name: str, options: dict[str, object]) -> dict[str, object]:
+    """The options a config hash expands: all, less those at their ``legacy`` value."""
+    declared = NORM_SPECS[name].options
+    return {
+        key: value
+        for key, value in options.items()
+        if declared[key].legacy is None or value != declared[key].legacy
+    }
 
 
 def canonical_spec(name: str, options: dict[str, object]) -> str:
