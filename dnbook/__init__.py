@@ -1,6 +1,7 @@
 """dnbook: an executable textbook on normalization layers, from Batch Normalization to
 Dynamic Normalization (DN-C and DN-B)."""
 
+from dnbook._io import ConfigError, CorruptFileWarning
 from dnbook.norms import (
     BatchNorm2d,
     CenConv2d,
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchNorm2d",
     "CenConv2d",
+    "ConfigError",
+    "CorruptFileWarning",
     "DynamicNorm2d",
     "GroupNorm",
     "GroupedFC",

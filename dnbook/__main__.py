@@ -1,15 +1,25 @@
 """The command line: ``python -m dnbook {train, reproduce, report, complexity, bench}``.
 
 Every subcommand has ``--help``. A bad value (a negative learning rate, an unknown norm spec,
-profile or experiment) prints one line, ``dnbook: error: ...``, and exits with status 2.
+profile, experiment or device, an out-of-range seed) prints one line,
+``python -m dnbook: error: ...``, and exits with status 2; an error inside training (a bug)
+keeps its traceback. Ctrl-C or SIGTERM during training prints one line saying where the run
+stopped and that rerunning the same command resumes it (exit status 130 or 143). A stored file
+that cannot be read is named in one ``warning:`` line and skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
 
+from dnbook._io import ConfigError, CorruptFileWarning, Interrupted
 from dnbook.engine.profiles import PROFILES
 
 PROFILE_HELP = (
@@ -18,35 +28,94 @@ PROFILE_HELP = (
     + ". Default: $DNBOOK_PROFILE, else gpu where CUDA is available, else cpu"
 )
 RESULTS_HELP = (
-    "results root; runs are stored under DIR/<profile>/ "
-    "(default: $DNBOOK_RESULTS, else <repo>/results)"
+    "results root; runs are read from and stored under DIR/<profile>/ (default: "
+    "$DNBOOK_RESULTS; if unset, read from <repo>/results and then ~/.cache/dnbook/results, "
+    "written to the latter)"
 )
+PROG = "python -m dnbook"
+
+
+@contextlib.contextmanager
+def _arguments() -> Iterator[None]:
+    """While the arguments are read and checked, any ``ValueError`` is the user's: a
+    :class:`ConfigError` (one line). Errors raised later keep their traceback."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def check_device(value: str | None) -> None:
+    """Raise :class:`ConfigError` naming ``--device``, the value and what this machine allows,
+    unless ``value`` is ``None``, ``cpu`` or an available CUDA device."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    allowed = "cpu" + (f", cuda, cuda:0 to cuda:{count - 1}" if count else "")
+    if value is None:
+        return
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {value!r} is not a device; allowed: {allowed}") from None
+    if device.type == "cpu" and device.index in (None, 0):
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"--device {value!r} is not supported; allowed: {allowed}")
+    if count == 0:
+        raise ConfigError(f"--device {value!r}: this machine has no CUDA device; allowed: cpu")
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"--device {value!r}: this machine has {count} CUDA device(s); allowed: {allowed}"
+        )
+
+
+def check_seed(value: int | None) -> None:
+    """Raise :class:`ConfigError` naming ``--seed`` unless it is ``None`` or in NumPy's range."""
+    from dnbook.engine.trainer import SEED_MAX
+
+    if value is not None and not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"--seed {value}: out of range; allowed: an integer from 0 to {SEED_MAX}")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dnbook.engine import distributed, run
+    from dnbook.engine import distributed
     from dnbook.engine.profiles import get_profile
+    from dnbook.engine.store import run_stored
     from dnbook.experiments import train_config
 
-    profile = get_profile(args.profile)
-    # The profile supplies the scale (dataset, subset, epochs, width, stem); every option given
-    # on the command line overrides it.
-    given = {field: getattr(args, field) for field in TRAIN_FIELDS}
-    config = train_config(
-        profile, **{field: value for field, value in given.items() if value is not None}
-    )
+    with _arguments():
+        check_device(args.device)
+        check_seed(args.seed)
+        profile = get_profile(args.profile)
+        # The profile supplies the scale (dataset, subset, epochs, width, stem); every option
+        # given on the command line overrides it.
+        given = {field: getattr(args, field) for field in TRAIN_FIELDS}
+        config = train_config(
+            profile, **{field: value for field, value in given.items() if value is not None}
+        )
     try:
-        result = run(
+        stored = run_stored(
             config,
             profile=profile.name,
             results_root=args.results_dir,
             progress=not args.no_progress,
             device=args.device,
+            resume=not args.restart,
         )
     finally:
         distributed.teardown()  # under torchrun: leave the process group cleanly
     if distributed.context_from_env().is_main:
-        print(_summary(result))
+        print(_summary(stored.result))
+        if stored.trained:
+            print(f"trained run {config.hash()}; result stored in {stored.path}")
+        else:
+            print(
+                f"read the stored result of run {config.hash()} from {stored.path}; nothing "
+                "was trained (a run is trained once per configuration)"
+            )
     return 0
 
 
@@ -62,12 +131,16 @@ def _summary(result: dict) -> str:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from dnbook.engine.profiles import get_profile
-    from dnbook.engine.store import result_path
+    from dnbook.engine.store import stored_result
     from dnbook.experiments import configs, estimate, estimate_steps, reproduce
 
-    profile = get_profile(args.profile)
-    todo = configs(args.name, profile)
-    stored = {c.hash() for c in todo if result_path(c, profile.name, args.results_dir).exists()}
+    with _arguments():
+        check_device(args.device)
+        if args.jobs is not None and args.jobs < 1:
+            raise ConfigError(f"--jobs {args.jobs}: allowed: an integer >= 1")
+        profile = get_profile(args.profile)
+        todo = configs(args.name, profile)
+    stored = {c.hash() for c in todo if stored_result(c, profile.name, args.results_dir)}
     print(
         f"{args.name} at profile {profile.name}: {len(todo)} runs "
         f"({len(stored)} already stored, skipped), {estimate(args.name, profile):,} training "
@@ -88,6 +161,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         jobs=args.jobs or profile.jobs,
         results_root=args.results_dir,
         device=args.device,
+        resume=not args.restart,
     )
     for config, result in zip(todo, results, strict=True):
         print(f"  {config.hash()}  {config.norm:<22} {_summary(result)}")
@@ -95,8 +169,11 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from dnbook.engine.profiles import get_profile
     from dnbook.report import render_report
 
+    with _arguments():
+        get_profile(args.profile)
     path = render_report(profile=args.profile, results_root=args.results_dir, out_dir=args.out)
     print(path)
     return 0
@@ -167,7 +244,7 @@ def _default_text(field: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dnbook",
+        prog=PROG,
         description="dnbook: train and compare normalization layers "
         "(BN, GN, MABN, SE, DN-C, DN-B) on the paper's experiments.",
     )
@@ -295,19 +372,59 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the checkpoint of an interrupted run and train it from the start "
+        "(a stored result is still read, not trained again)",
+    )
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, ``python -m dnbook: warning: ...``."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _terminate(signum, frame) -> None:
+    raise Interrupted(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0, or 2 for a bad value)."""
+    """Run the command line; returns the exit status: 0, 2 for a bad value, 130 or 143 when
+    interrupted by Ctrl-C or SIGTERM (the run resumes when the same command is run again)."""
+    from dnbook.data import DataNotFoundError
+
     parser = build_parser()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM)
+    showwarning = warnings.showwarning
     try:
-        args = parser.parse_args(argv)
-        return args.handler(args)
+        if in_main_thread:  # SIGTERM stops a run as Ctrl-C does: one line, the checkpoint kept
+            signal.signal(signal.SIGTERM, _terminate)
+        warnings.showwarning = _show_warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CorruptFileWarning)
+            args = parser.parse_args(argv)
+            return args.handler(args)
     except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else 1
-    except ValueError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    except (ConfigError, DataNotFoundError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        if not isinstance(interrupt, Interrupted):
+            interrupt = Interrupted(signal.SIGINT)
+        print(f"{PROG}: {interrupt.describe()}", file=sys.stderr)
+        return 128 + interrupt.signum
+    except BrokenPipeError:
+        # The reader of our output went away (`... | head`): stop quietly, as `cat` does.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    finally:
+        warnings.showwarning = showwarning
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

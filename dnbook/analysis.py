@@ -5,8 +5,11 @@ test-batch columns evaluate the batch-64 models at test batch 1, 2 and 32; Figur
 Table 9 record DN-B's affine parameters per class. The weights live in the cache, not in git
 (:func:`dnbook.engine.trained_model`), so a fresh clone could not redo such a measurement
 without training again. :func:`measure` therefore stores what it measured, with the same
-provenance as a run, at ``results/<profile>/analysis/<name>-<hash>.json``, and reads it back
-on the next call.
+provenance as a run, at ``<root>/<profile>/analysis/<name>-<hash>.json``, and reads it back
+on the next call. Measurements are read from and written to the same roots as runs
+(:func:`dnbook.engine.store.results_roots`): the committed ones are read, a reader's new ones
+go to the reader's own root unless ``DNBOOK_RESULTS`` names another. A stored measurement
+that cannot be read is named in a :class:`dnbook.CorruptFileWarning` and measured again.
 """
 
 from __future__ import annotations
@@ -21,15 +24,52 @@ from typing import Any
 
 from torch import nn
 
-from dnbook.engine import TrainConfig, environment, results_dir, trained_model
-from dnbook.engine.store import write_json_atomically
+from dnbook import _io
+from dnbook.engine import TrainConfig, environment, trained_model
+from dnbook.engine.store import results_roots, writable_results_dir
 
 
 def analysis_path(
     name: str, config: TrainConfig, profile: str, results_root: str | Path | None = None
 ) -> Path:
-    """Where :func:`measure` stores measurement ``name`` of ``config``'s trained model."""
-    return results_dir(results_root) / profile / "analysis" / f"{name}-{config.hash()}.json"
+    """Where measurement ``name`` of ``config``'s trained model is stored: the first readable
+    one among the results roots, else where :func:`measure` will write it."""
+    filename = f"{name}-{config.hash()}.json"
+    for root in results_roots(results_root):
+        path = root / profile / "analysis" / filename
+        if path.is_file() and read_measurement(path, warn=False) is not None:
+            return path
+    return writable_results_dir(results_root) / profile / "analysis" / filename
+
+
+def read_measurement(path: str | Path, *, warn: bool = True) -> dict[str, Any] | None:
+    """The stored measurement record at ``path`` (with ``name``, ``hash``, ``config``,
+    ``value`` and provenance), or ``None`` for a file that cannot be read (with a
+    :class:`dnbook.CorruptFileWarning` naming it when ``warn``)."""
+    record, reason = _io.read_json(path)
+    if reason is None and not (
+        isinstance(record, dict) and "value" in record and isinstance(record.get("hash"), str)
+    ):
+        reason = "not a measurement record (no 'value' or 'hash')"
+    if reason is not None:
+        if warn:
+            _io.warn_corrupt(path, reason, "skipped")
+        return None
+    return record
+
+
+def load_measurements(
+    name: str, profile: str, results_root: str | Path | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every readable stored measurement ``name`` at ``profile``, by config hash (the first
+    root that has one wins); unreadable files are skipped with a warning naming them."""
+    found: dict[str, dict[str, Any]] = {}
+    for root in results_roots(results_root):
+        for path in sorted((root / profile / "analysis").glob(f"{name}-*.json")):
+            digest = path.stem.removeprefix(f"{name}-")
+            if digest not in found and (record := read_measurement(path)) is not None:
+                found[digest] = record
+    return found
 
 
 def measure(
@@ -60,9 +100,14 @@ def measure(
     """
     if not name.replace("_", "").isalnum():
         raise ValueError(f"measurement name must be letters, digits and '_', got {name!r}")
-    path = analysis_path(name, config, profile, results_root)
-    if path.exists():
-        return json.loads(path.read_text())["value"]
+    filename = f"{name}-{config.hash()}.json"
+    for root in results_roots(results_root):
+        stored = root / profile / "analysis" / filename
+        if stored.is_file() and (record := read_measurement(stored)) is not None:
+            return record["value"]
+    path = writable_results_dir(results_root) / profile / "analysis" / filename
+    if path.exists():  # unreadable (warned above): keep it aside, measure again
+        _io.move_aside(path)
     model = trained_model(config, profile=profile, results_root=results_root, progress=progress)
     started = time.perf_counter()
     value = compute(model)
@@ -79,5 +124,5 @@ def measure(
         "wall_time_s": time.perf_counter() - started,
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    write_json_atomically(record, path)
+    _io.write_json(path, record)
     return json.loads(json.dumps(value))  # what a later call will read back

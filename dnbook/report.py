@@ -18,6 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from dnbook._io import write_text
 from dnbook.engine import TrainConfig, load_results, results_dir, results_frame
 from dnbook.engine.profiles import Profile, get_profile
 from dnbook.experiments import EXPERIMENTS
@@ -260,9 +261,10 @@ def render_report(
 
     Args:
         profile: a profile or its name (default: :func:`get_profile`'s choice).
-        results_root: the results root (default: the engine's, ``$DNBOOK_RESULTS`` or
-            ``<repo>/results``).
-        out_dir: where to write (default: ``<results_root>/<profile>/report``).
+        results_root: the results root (default: every root the engine reads, see
+            :func:`dnbook.engine.store.results_roots`).
+        out_dir: where to write (default: ``<results root>/<profile>/report``, which git
+            ignores).
 
     Returns:
         The path of ``report.md``.
@@ -271,7 +273,8 @@ def render_report(
     root = results_dir(results_root)
     out_dir = Path(out_dir) if out_dir is not None else root / profile.name / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = load_results(profile.name, results_root=root)
+    # every results root (the committed one and the reader's own, unless one is named)
+    results = load_results(profile.name, results_root=results_root)
     lines = [
         f"# dnbook results, profile `{profile.name}`",
         "",
@@ -285,7 +288,7 @@ def render_report(
         runs, curves = runs_frame(results), curves_frame(results)
         claimed: set[str] = set()
         for name, experiment in EXPERIMENTS.items():
-            mine, _ = experiment_runs(name, profile, root)
+            mine, _ = experiment_runs(name, profile, results_root)
             claimed |= set(experiment.labels(profile))
             if not mine.empty:
                 title = f"{name}: {experiment.title} (paper: {experiment.paper_ref})"
@@ -306,5 +309,5 @@ def render_report(
                 )
             )
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path

@@ -1,43 +1,95 @@
 """The results store: one JSON file per run, named by its config's hash.
 
-``results/<profile>/<hash>.json`` holds everything needed to trust a number later: the
+``<root>/<profile>/<hash>.json`` holds everything needed to trust a number later: the
 config, per-epoch curves, final metrics, status (``"finished"`` or ``"diverged"``), seed,
 command line, hardware, library versions, git commit, wall time and timestamp. ``run``
-returns the stored result when the file exists and trains otherwise; checkpoints live in
+returns the stored result when there is one and trains otherwise; checkpoints live in
 the cache directory (outside git) while a run is under way and are deleted when it ends. The
 best-validation weights stay in the cache (``weights/<hash>.pt``, not in git) for the chapters
 that study a trained model: :func:`trained_model` loads them, or trains the run again where
 they are missing (a fresh clone) and checks that the retrained run matches the stored result.
+
+Where runs go. With ``DNBOOK_RESULTS`` set (or ``results_root`` given), results are read from
+and written to that root alone. Without it, results are read from the committed
+``<repo>/results`` first and then from the reader's own root, ``<cache>/results``
+(:func:`user_results_dir`), and new runs are written to the reader's root: a reader's runs
+never change the committed results the chapters show, and never show up in ``git status``.
+
+Every file is written atomically (:mod:`dnbook._io`); a file that cannot be read is named in
+a :class:`dnbook.CorruptFileWarning` and skipped, never used and never fatal.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dnbook import _io
 from dnbook.engine import distributed, environment
 from dnbook.engine.config import TrainConfig
-from dnbook.engine.trainer import save_atomically, train
+from dnbook.engine.trainer import train
+
+try:  # advisory file locks: POSIX only; elsewhere two processes may train the same run
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 RESULTS_ENV = "DNBOOK_RESULTS"
+# The result fields a readable result file must have (and "hash" must match its file name).
+RESULT_FIELDS = {"hash": str, "config": dict, "status": str, "curves": list}
 
 
 def results_dir(root: str | Path | None = None) -> Path:
-    """``root``, else ``$DNBOOK_RESULTS``, else ``<repo>/results``."""
+    """``root``, else ``$DNBOOK_RESULTS``, else ``<repo>/results`` (the committed results)."""
     if root is not None:
         return Path(root)
     value = os.environ.get(RESULTS_ENV, "").strip()
     return Path(value).expanduser() if value else environment.REPO_ROOT / "results"
 
 
+def user_results_dir() -> Path:
+    """Where a reader's own runs go when neither ``results_root`` nor ``$DNBOOK_RESULTS`` is
+    given: ``<cache>/results`` (``$DNBOOK_CACHE``, default ``~/.cache/dnbook``), outside git."""
+    from dnbook.data import cache_dir
+
+    return cache_dir() / "results"
+
+
+def _explicit(root: str | Path | None) -> bool:
+    return root is not None or bool(os.environ.get(RESULTS_ENV, "").strip())
+
+
+def results_roots(root: str | Path | None = None) -> list[Path]:
+    """The roots results are read from, in order: ``[root]`` or ``[$DNBOOK_RESULTS]`` when
+    one is given; otherwise the committed ``<repo>/results`` first, then
+    :func:`user_results_dir` (so a reader's run never hides a committed one)."""
+    if _explicit(root):
+        return [results_dir(root)]
+    return [results_dir(), user_results_dir()]
+
+
+def writable_results_dir(root: str | Path | None = None) -> Path:
+    """The root new results are written to: ``root``, else ``$DNBOOK_RESULTS``, else
+    :func:`user_results_dir` (never the committed ``<repo>/results`` unless named)."""
+    return results_dir(root) if _explicit(root) else user_results_dir()
+
+
 def result_path(config: TrainConfig, profile: str, root: str | Path | None = None) -> Path:
-    return results_dir(root) / profile / f"{config.hash()}.json"
+    """The stored result of ``config``: the first readable one among :func:`results_roots`,
+    else where :func:`run` will write it."""
+    found = stored_result(config, profile, root, warn=False)
+    if found is not None:
+        return found[0]
+    return writable_results_dir(root) / profile / f"{config.hash()}.json"
 
 
 def checkpoint_path(config: TrainConfig) -> Path:
@@ -54,13 +106,53 @@ def weights_path(config: TrainConfig) -> Path:
 
 
 def write_json_atomically(data: dict[str, Any], path: Path) -> None:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    # NaN and infinities (a diverged run's last loss) are written as NaN / Infinity, which
-    # Python's json and pandas read back.
-    partial.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(partial, path)
+    """``dnbook._io.write_json(path, data)``: kept for callers of the old name."""
+    _io.write_json(path, data)
+
+
+def read_result(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(result, None)`` for a readable result file, ``(None, reason)`` for one that is cut
+    short, garbled, or not a result (missing fields, a hash that is not its file name)."""
+    path = Path(path)
+    data, reason = _io.read_json(path)
+    if reason is not None:
+        return None, reason
+    if not isinstance(data, dict):
+        return None, f"expected a JSON object, got {type(data).__name__}"
+    for key, kind in RESULT_FIELDS.items():
+        if not isinstance(data.get(key), kind):
+            return None, f"field {key!r} missing or not a {kind.__name__}"
+    if data["hash"] != path.stem:
+        return None, f"its hash {data['hash']!r} is not its file name"
+    return data, None
+
+
+def stored_result(
+    config: TrainConfig, profile: str, root: str | Path | None = None, *, warn: bool = True
+) -> tuple[Path, dict[str, Any]] | None:
+    """``(path, result)`` of the first readable stored result of ``config`` among
+    :func:`results_roots`, or ``None``. An unreadable file is skipped (with a
+    :class:`dnbook.CorruptFileWarning` naming it when ``warn``)."""
+    for folder in results_roots(root):
+        path = folder / profile / f"{config.hash()}.json"
+        if not path.is_file():
+            continue
+        result, reason = read_result(path)
+        if result is not None:
+            return path, result
+        if warn:
+            _io.warn_corrupt(path, reason, "skipped")
+    return None
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """What :func:`run_stored` did: the ``result``, the ``path`` it is stored at, and whether
+    this call ``trained`` it (``False``: it was read from the store)."""
+
+    result: dict[str, Any]
+    path: Path
+    trained: bool
 
 
 def run(
@@ -78,22 +170,84 @@ def run(
     Args:
         config: the run.
         profile: the results subfolder (``ci``, ``cpu``, ``gpu``, ``paper``).
-        results_root: the store's root (default: ``$DNBOOK_RESULTS``, else ``<repo>/results``).
+        results_root: the store's root: results are read from and written to it alone.
+            Default: ``$DNBOOK_RESULTS`` if set, else results are read from the committed
+            ``<repo>/results`` and then :func:`user_results_dir`, and written to the latter.
         progress: show progress bars.
         device: ``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under torchrun).
         resume: continue from the checkpoint of an interrupted run of this config, if any;
-            ``False`` starts over.
+            ``False`` discards that checkpoint and starts over.
         **train_options: passed to :func:`dnbook.engine.trainer.train` (``splits``,
             ``model_fn``, ``on_epoch_end``); the store still files the result under the config.
 
     Returns:
         The stored result dict. A diverged run returns normally with ``status == "diverged"``.
         Under ``torchrun`` every process returns the same dict; only rank 0 writes files.
+
+    A stored file that cannot be read is skipped with a :class:`dnbook.CorruptFileWarning`;
+    where it lies in the root results are written to, it is renamed ``<name>.corrupt`` and
+    the run is trained again. Two processes asking for the same run at once do not both
+    train it: the second waits for the first (a lock file in the cache) and reads its result.
     """
-    path = result_path(config, profile, results_root)
-    if path.exists():
-        return json.loads(path.read_text())
+    return run_stored(
+        config,
+        profile=profile,
+        results_root=results_root,
+        progress=progress,
+        device=device,
+        resume=resume,
+        **train_options,
+    ).result
+
+
+def run_stored(
+    config: TrainConfig,
+    *,
+    profile: str = "cpu",
+    results_root: str | Path | None = None,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    **train_options: Any,
+) -> StoredRun:
+    """:func:`run`, also saying where the result is stored and whether it was trained now."""
+    ctx = distributed.context_from_env()
     checkpoint = checkpoint_path(config)
+    found = stored_result(config, profile, results_root)
+    if found is None:
+        with _run_lock(config, ctx):
+            # Another process may have finished the run while we waited for the lock.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", _io.CorruptFileWarning)  # warned just above
+                found = stored_result(config, profile, results_root)
+            if found is None:
+                return _train_and_store(
+                    config, profile, results_root, checkpoint, progress, device, resume,
+                    train_options,
+                )  # fmt: skip
+    if ctx.is_main and checkpoint.exists():
+        checkpoint.unlink(missing_ok=True)  # left by a process killed after storing its result
+    return StoredRun(found[1], found[0], trained=False)
+
+
+def _train_and_store(
+    config: TrainConfig,
+    profile: str,
+    results_root: str | Path | None,
+    checkpoint: Path,
+    progress: bool,
+    device: str | torch.device | None,
+    resume: bool,
+    train_options: dict[str, Any],
+) -> StoredRun:
+    ctx = distributed.context_from_env()
+    path = writable_results_dir(results_root) / profile / f"{config.hash()}.json"
+    if ctx.is_main and path.exists():  # unreadable, else stored_result would have found it
+        _, reason = read_result(path)
+        aside = _io.move_aside(path)
+        _io.warn_corrupt(path, reason, f"moved to {aside.name}; training the run again")
+    if ctx.is_main and not resume:
+        checkpoint.unlink(missing_ok=True)
     outcome = train(
         config,
         device=device,
@@ -102,7 +256,6 @@ def run(
         resume=resume,
         **train_options,
     )
-    ctx = distributed.context_from_env()
     result = {
         "hash": config.hash(),
         "profile": profile,
@@ -118,13 +271,39 @@ def run(
     if ctx.is_main:
         if outcome.best_state is not None:
             _save_weights(outcome.best_state, weights_path(config))
-        write_json_atomically(result, path)
+        _io.write_json(path, result)
         checkpoint.unlink(missing_ok=True)
-    return distributed.broadcast_object(result, ctx)
+    return StoredRun(distributed.broadcast_object(result, ctx), path, trained=True)
+
+
+@contextlib.contextmanager
+def _run_lock(config: TrainConfig, ctx: distributed.DistContext) -> Iterator[None]:
+    """Hold ``<cache>/locks/<hash>.lock`` while training ``config`` (one process only: under
+    torchrun the ranks train the run together)."""
+    if fcntl is None or ctx.enabled:
+        yield
+        return
+    from dnbook.data import cache_dir
+
+    path = cache_dir() / "locks" / f"{config.hash()}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                f"run {config.hash()}: another process is training it; waiting for it ({path})",
+                file=sys.stderr,
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+        # Reached only when the run was stored (an exception skips it): whoever takes a lock
+        # on this path, or on the file unlinked here, finds the result and trains nothing.
+        path.unlink(missing_ok=True)
 
 
 def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
-    save_atomically({key: value.detach().cpu() for key, value in state.items()}, path)
+    _io.torch_save({key: value.detach().cpu() for key, value in state.items()}, path)
 
 
 def trained_model(
@@ -149,9 +328,10 @@ def trained_model(
     from dnbook.models import build_model
 
     path = weights_path(config)
-    stored = result_path(config, profile, results_root)
-    if not path.exists():
-        previous = json.loads(stored.read_text()) if stored.exists() else None
+    state = _read_weights(path)
+    if state is None:
+        found = stored_result(config, profile, results_root)
+        previous = found[1] if found is not None else None
         if previous is not None and previous["status"] != "finished":
             raise ValueError(
                 f"run {config.hash()} has status {previous['status']!r}; expected 'finished'"
@@ -179,8 +359,32 @@ def trained_model(
         width_mult=config.width_mult,
         stem=config.stem,
     )
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     return model.eval()
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor] | None:
+    """The kept weights at ``path``; ``None`` when there are none, or when the file cannot be
+    read (then it is moved aside as ``<name>.corrupt`` with a warning naming it)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            raise ValueError("not a dict of tensors")
+    except Exception as error:  # a torch.load of a damaged file raises many kinds
+        aside = _io.move_aside(path)
+        _io.warn_corrupt(path, _reason(error), f"moved to {aside.name}; training the run again")
+        return None
+    return state
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an error's message, with its type."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def load_results(
@@ -189,15 +393,25 @@ def load_results(
     """Every stored result of ``profile`` whose config (or top-level field, such as
     ``status``) matches all ``filters``, e.g. ``load_results("cpu", norm="bn", epochs=10)``.
 
-    Sorted by file name (the config hash), so the order is stable.
+    Read from every root of :func:`results_roots` (a run stored in two roots counts once, as
+    the first has it); a file that cannot be read is skipped with a
+    :class:`dnbook.CorruptFileWarning` naming it. Sorted by config hash, so the order is stable.
     """
-    folder = results_dir(results_root) / profile
-    results = []
-    for path in sorted(folder.glob("*.json")):
-        result = json.loads(path.read_text())
-        if all(_field(result, key) == value for key, value in filters.items()):
-            results.append(result)
-    return results
+    found: dict[str, dict[str, Any]] = {}
+    for folder in results_roots(results_root):
+        for path in sorted((folder / profile).glob("*.json")):
+            if path.stem in found:
+                continue
+            result, reason = read_result(path)
+            if result is None:
+                _io.warn_corrupt(path, reason, "skipped")
+                continue
+            found[path.stem] = result
+    return [
+        result
+        for _, result in sorted(found.items())
+        if all(_field(result, key) == value for key, value in filters.items())
+    ]
 
 
 def _field(result: dict[str, Any], key: str) -> Any:

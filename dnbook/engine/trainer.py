@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dnbook import _io
+from dnbook._io import ConfigError
 from dnbook.engine import distributed
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.distributed import DistContext
@@ -139,8 +141,13 @@ def param_groups(model: nn.Module, weight_decay: float, norm_weight_decay: bool)
     ]
 
 
+SEED_MAX = 2**32 - 1  # NumPy's legacy generator takes seeds in [0, 2**32 - 1]
+
+
 def seed_everything(seed: int, device: torch.device) -> None:
     """Seed Python, NumPy and torch; on CUDA also make cuDNN pick deterministic kernels."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed must be an integer from 0 to {SEED_MAX}, got {seed!r}")
     random.seed(seed)
     # The legacy global NumPy generator, on purpose: it is the one third-party code draws from.
     np.random.seed(seed)  # noqa: NPY002
@@ -151,9 +158,13 @@ def seed_everything(seed: int, device: torch.device) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
+    """Every global generator's state, in types a ``weights_only`` load accepts (lists,
+    dicts, numbers, tensors): no NumPy arrays, no pickled classes."""
+    version, internal, gauss_next = random.getstate()
+    numpy = np.random.get_state(legacy=False)  # noqa: NPY002
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        "python": [version, list(internal), gauss_next],
+        "numpy": {**numpy, "state": {**numpy["state"], "key": numpy["state"]["key"].tolist()}},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -162,8 +173,11 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy = state["numpy"]
+    key = np.asarray(numpy["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**numpy, "state": {**numpy["state"], "key": key}})  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -444,10 +458,8 @@ class _Loop:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.config.to_dict():
-            raise ValueError(
-                "the checkpoint belongs to another config; delete it or pass resume=False"
-            )
+        if not isinstance(state, dict) or state.get("config") != self.config.to_dict():
+            raise ValueError("the checkpoint belongs to another config")
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -459,12 +471,28 @@ class _Loop:
 
 
 def save_atomically(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: an interrupted save
-    never leaves a half-written file under ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    """``torch.save`` through :func:`dnbook._io.torch_save`: an interrupted save never leaves
+    a half-written file under ``path``."""
+    _io.torch_save(state, path)
+
+
+def _load_checkpoint(loop: _Loop, path: Path, rebuild: Callable[[], _Loop]) -> _Loop:
+    """``loop`` resumed from the checkpoint at ``path``; a checkpoint that cannot be loaded
+    (cut short, garbled, another config's) is moved aside with a warning naming it, and a
+    fresh loop from ``rebuild()`` starts the run over."""
+    try:
+        # weights_only: the checkpoint holds tensors, numbers, strings, lists and dicts only.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        loop.load_state_dict(state)
+    except Exception as error:  # a torch.load of a damaged file raises many kinds
+        if not loop.ctx.is_main:
+            raise
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        aside = _io.move_aside(path)
+        _io.warn_corrupt(path, reason, f"moved to {aside.name}; the run starts over")
+        return rebuild()
+    return loop
 
 
 def train(
@@ -494,17 +522,34 @@ def train(
 
     Returns:
         A :class:`TrainOutcome`. A non-finite loss or gradient stops the run with status
-        ``"diverged"`` and a ``divergence`` record; nothing is raised. ``KeyboardInterrupt``
-        propagates and leaves the last epoch's checkpoint in place.
+        ``"diverged"`` and a ``divergence`` record; nothing is raised.
+
+    Raises:
+        dnbook.ConfigError: the data or the model cannot be set up as ``config`` asks.
+        dnbook._io.Interrupted: a ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM under the command
+            line) during training, saying at which epoch and step, and where the checkpoint of
+            the last finished epoch is (``checkpoint`` is ``None`` before the first). Steps of
+            the unfinished epoch are lost: a rerun resumes from that epoch's start, exactly.
     """
     ctx, device = distributed.setup(device)
     seed_everything(config.seed, device)
-    splits = splits if splits is not None else load_splits(config)
-    loop = _Loop(config, splits, model_fn or _default_model(config), ctx, device, progress)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    try:
+        splits = splits if splits is not None else load_splits(config)
+        before_loop = _rng_state()
+
+        def build_loop() -> _Loop:
+            _set_rng_state(before_loop)  # a rebuilt loop starts exactly as the first would have
+            return _Loop(config, splits, model_fn or _default_model(config), ctx, device, progress)
+
+        loop = build_loop()
+    except ValueError as error:
+        # Before any step: the data or the model cannot be set up as the config asks.
+        if isinstance(error, ConfigError | FileNotFoundError):
+            raise
+        raise ConfigError(str(error)) from error
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        # Our own file, holding RNG states (NumPy arrays, Python tuples): not weights-only.
-        loop.load_state_dict(torch.load(checkpoint_path, map_location="cpu", weights_only=False))
+        loop = _load_checkpoint(loop, checkpoint_path, build_loop)
 
     status, divergence = "finished", None
     epochs = tqdm(
@@ -514,20 +559,34 @@ def train(
         desc=f"{config.model} {config.norm}",
         disable=not loop.show_progress,
     )
-    for epoch in epochs:
-        started = time.perf_counter()
-        train_metrics = loop.train_epoch(epoch)
-        if "divergence" in train_metrics:
-            status, divergence = "diverged", train_metrics["divergence"]
-            break
-        row = loop.end_epoch(epoch, train_metrics, time.perf_counter() - started)
-        epochs.set_postfix(
-            {k: f"{row[k]:.3g}" for k in ("train_loss", "val_acc", "test_acc") if k in row}
-        )
-        if checkpoint_path is not None and ctx.is_main:
-            save_atomically(loop.state_dict(), checkpoint_path)
-        if on_epoch_end is not None:
-            on_epoch_end(row)
+    epoch, saved_epoch = loop.epoch, loop.epoch if loop.epoch else None
+    try:
+        for epoch in epochs:
+            started = time.perf_counter()
+            train_metrics = loop.train_epoch(epoch)
+            if "divergence" in train_metrics:
+                status, divergence = "diverged", train_metrics["divergence"]
+                break
+            row = loop.end_epoch(epoch, train_metrics, time.perf_counter() - started)
+            epochs.set_postfix(
+                {k: f"{row[k]:.3g}" for k in ("train_loss", "val_acc", "test_acc") if k in row}
+            )
+            if checkpoint_path is not None and ctx.is_main:
+                save_atomically(loop.state_dict(), checkpoint_path)
+                saved_epoch = epoch
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+    except KeyboardInterrupt as interrupt:
+        epochs.close()
+        if isinstance(interrupt, _io.Interrupted) and interrupt.epoch is not None:
+            raise
+        raise _io.Interrupted(
+            getattr(interrupt, "signum", signal.SIGINT),
+            epoch=epoch,
+            step=loop.step,
+            checkpoint=checkpoint_path if saved_epoch is not None else None,
+            checkpoint_epoch=saved_epoch,
+        ) from interrupt
     epochs.close()
 
     final = loop.final_metrics() if status == "finished" else None
