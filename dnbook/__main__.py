@@ -380,8 +380,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_shown_warnings: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line each, ``python -m dnbook: warning: ...``."""
+    """Warnings as one line each, ``python -m dnbook: warning: ...``, each message once per
+    command (libraries that enter ``warnings.catch_warnings`` reset Python's own once-only
+    bookkeeping)."""
+    if str(message) in _shown_warnings:
+        return
+    _shown_warnings.add(str(message))
     print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
 
 
@@ -402,10 +410,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if in_main_thread:  # SIGTERM stops a run as Ctrl-C does: one line, the checkpoint kept
             signal.signal(signal.SIGTERM, _terminate)
         warnings.showwarning = _show_warning
+        _shown_warnings.clear()
         with warnings.catch_warnings():
-            warnings.simplefilter("always", CorruptFileWarning)
+            warnings.simplefilter("always", CorruptFileWarning)  # _show_warning dedupes
             args = parser.parse_args(argv)
-            return args.handler(args)
+            status = args.handler(args)
+            sys.stdout.flush()  # a closed pipe is met here, not at exit
+            return status
     except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else 1
     except (ConfigError, DataNotFoundError) as error:

@@ -71,7 +71,8 @@ class CorruptFileWarning(UserWarning):
 
 def warn_corrupt(path: str | Path, reason: str, action: str) -> None:
     """One warning line: ``<path> is unreadable (<reason>); <action>``."""
-    warnings.warn(f"{path} is unreadable ({reason}); {action}", CorruptFileWarning, stacklevel=3)
+    # stacklevel 1: one place, so that Python's "default" action shows each message once
+    warnings.warn(f"{path} is unreadable ({reason}); {action}", CorruptFileWarning, stacklevel=1)
 
 
 def move_aside(path: str | Path) -> Path:

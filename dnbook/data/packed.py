@@ -18,12 +18,13 @@ compress and ``np.load`` of 180 MB of raw arrays takes a fraction of a second.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from dnbook._io import atomic_open
 
 REQUIRED_KEYS = ("train_x", "train_y", "test_x", "test_y", "classes", "source")
 SPLIT_NAMES = ("train", "val", "test")
@@ -69,10 +70,8 @@ def save_packed(
         arrays[f"{split}_y"] = y.astype(np.int64)
     arrays["classes"] = np.asarray(list(classes), dtype=np.str_)
     arrays["source"] = np.asarray(source, dtype=np.str_)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)
+    with atomic_open(path, "wb") as file:
+        np.savez(file, **arrays)
     return path
 
 

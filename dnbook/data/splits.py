@@ -9,15 +9,23 @@ profiles.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dnbook._io import move_aside, warn_corrupt
 from dnbook.data import cifar
 from dnbook.data.packed import read_packed
-from dnbook.data.paths import DATA_ENV, DataNotFoundError, candidate_paths, describe_locations
+from dnbook.data.paths import (
+    DATA_ENV,
+    DataNotFoundError,
+    cache_dir,
+    candidate_paths,
+    describe_locations,
+)
 from dnbook.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from dnbook.data.synthetic import synthetic_splits
 
@@ -155,6 +163,24 @@ def packed_path(name: str) -> Path:
     raise DataNotFoundError(_missing_data_message(name))
 
 
+def _read_packed_cache(name: str) -> dict[str, np.ndarray]:
+    """The arrays of ``packed_path(name)``. A packed file in the cache that cannot be read (cut
+    short, garbled) is moved aside as ``<name>.corrupt`` with a warning naming it, and packed
+    again where dnbook can (CIFAR-10 from the JPEG copy); a file outside the cache (shared
+    data under ``DNBOOK_DATA``) is never moved."""
+    path = packed_path(name)
+    try:
+        return read_packed(path)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        if isinstance(error, DataNotFoundError) or not path.resolve().is_relative_to(
+            cache_dir().resolve()
+        ):
+            raise
+        aside = move_aside(path)
+        warn_corrupt(path, f"{type(error).__name__}: {error}", f"moved to {aside.name}")
+    return read_packed(packed_path(name))
+
+
 def _check_size(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise ValueError(f"{name} must be None or a non-negative integer, got {value!r}")
@@ -207,7 +233,7 @@ def load_dataset(
         classes, source = SYNTHETIC_CLASSES, f"synthetic stripes, generated with seed {seed}"
         sizes = dict.fromkeys(sizes)  # generated at the requested sizes already
     else:
-        arrays = read_packed(packed_path(name))
+        arrays = _read_packed_cache(name)
         classes, source = tuple(str(c) for c in arrays["classes"]), str(arrays["source"])
         splits = {
             s: (arrays[f"{s}_x"], arrays[f"{s}_y"], np.arange(len(arrays[f"{s}_y"])))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,11 +127,17 @@ def read_result(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def stored_result(
-    config: TrainConfig, profile: str, root: str | Path | None = None, *, warn: bool = True
+    config: TrainConfig,
+    profile: str,
+    root: str | Path | None = None,
+    *,
+    warn: bool = True,
+    quiet_in: Path | None = None,
 ) -> tuple[Path, dict[str, Any]] | None:
     """``(path, result)`` of the first readable stored result of ``config`` among
     :func:`results_roots`, or ``None``. An unreadable file is skipped (with a
-    :class:`dnbook.CorruptFileWarning` naming it when ``warn``)."""
+    :class:`dnbook.CorruptFileWarning` naming it when ``warn``, unless it lies in
+    ``quiet_in``, whose broken files the caller reports itself)."""
     for folder in results_roots(root):
         path = folder / profile / f"{config.hash()}.json"
         if not path.is_file():
@@ -140,7 +145,7 @@ def stored_result(
         result, reason = read_result(path)
         if result is not None:
             return path, result
-        if warn:
+        if warn and folder != quiet_in:
             _io.warn_corrupt(path, reason, "skipped")
     return None
 
@@ -213,13 +218,13 @@ def run_stored(
     """:func:`run`, also saying where the result is stored and whether it was trained now."""
     ctx = distributed.context_from_env()
     checkpoint = checkpoint_path(config)
-    found = stored_result(config, profile, results_root)
+    # A broken file where the result will be written is reported when it is moved aside.
+    quiet_in = writable_results_dir(results_root)
+    found = stored_result(config, profile, results_root, quiet_in=quiet_in)
     if found is None:
         with _run_lock(config, ctx):
             # Another process may have finished the run while we waited for the lock.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", _io.CorruptFileWarning)  # warned just above
-                found = stored_result(config, profile, results_root)
+            found = stored_result(config, profile, results_root, warn=False)
             if found is None:
                 return _train_and_store(
                     config, profile, results_root, checkpoint, progress, device, resume,
