@@ -611,6 +611,30 @@ def test_checkpoints_load_with_weights_only_and_resume_exactly(baseline, tmp_pat
         assert comparable(train_tiny()) == baseline[0]
 
 
+def test_a_checkpoint_of_an_older_dnbook_still_resumes_exactly(baseline, tmp_path):
+    """Older checkpoints hold NumPy's generator state as a tuple with an array in it."""
+    import numpy as np
+
+    from dnbook.engine.store import checkpoint_path
+
+    def stop(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(on_epoch_end=stop)
+    path = checkpoint_path(tiny_config())
+    state = torch.load(path, weights_only=True)
+    numpy = state["rng"]["numpy"]
+    key = np.asarray(numpy["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**numpy, "state": {**numpy["state"], "key": key}})  # noqa: NPY002
+    version, internal, gauss = state["rng"]["python"]
+    state["rng"] |= {"numpy": np.random.get_state(), "python": (version, tuple(internal), gauss)}  # noqa: NPY002
+    torch.save(state, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert comparable(train_tiny()) == baseline[0]
+
+
 def test_restart_discards_the_checkpoint(tmp_path, capsys):
     from dnbook.__main__ import main
     from dnbook.engine.store import checkpoint_path

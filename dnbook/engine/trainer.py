@@ -176,8 +176,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     numpy = state["numpy"]
-    key = np.asarray(numpy["state"]["key"], dtype=np.uint32)
-    np.random.set_state({**numpy, "state": {**numpy["state"], "key": key}})  # noqa: NPY002
+    if isinstance(numpy, dict):
+        key = np.asarray(numpy["state"]["key"], dtype=np.uint32)
+        numpy = {**numpy, "state": {**numpy["state"], "key": key}}
+    np.random.set_state(numpy)  # noqa: NPY002  (a tuple: a checkpoint of an older dnbook)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -476,13 +478,27 @@ def save_atomically(state: dict[str, Any], path: Path) -> None:
     _io.torch_save(state, path)
 
 
+def _legacy_numpy_globals() -> list:
+    """The NumPy types an older checkpoint's ``np.random.get_state()`` tuple unpickles to."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+_LEGACY_NUMPY_GLOBALS = _legacy_numpy_globals()
+
+
 def _load_checkpoint(loop: _Loop, path: Path, rebuild: Callable[[], _Loop]) -> _Loop:
     """``loop`` resumed from the checkpoint at ``path``; a checkpoint that cannot be loaded
     (cut short, garbled, another config's) is moved aside with a warning naming it, and a
     fresh loop from ``rebuild()`` starts the run over."""
     try:
-        # weights_only: the checkpoint holds tensors, numbers, strings, lists and dicts only.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # weights_only: the checkpoint holds tensors, numbers, strings, lists and dicts (and,
+        # written by an older dnbook, NumPy's generator state as an array: allowed by name).
+        with torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
         loop.load_state_dict(state)
     except Exception as error:  # a torch.load of a damaged file raises many kinds
         if not loop.ctx.is_main:
