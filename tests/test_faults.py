@@ -526,9 +526,10 @@ def test_a_broken_result_is_named_skipped_by_readers_and_retrained(
     with pytest.warns(_io.CorruptFileWarning):
         frame, _ = experiment_runs("faults", PROFILE)
     assert list(frame["hash"]) == [tiny_config(0.1).hash()]
-    with pytest.warns(_io.CorruptFileWarning):
-        report = render_report(PROFILE, out_dir=tmp_path / "report")
-    assert "BN lr 0.1" in report.read_text() and "BN lr 0.05" not in report.read_text()
+    if how == "truncated":  # (the plots cost a few seconds; one kind of damage is enough)
+        with pytest.warns(_io.CorruptFileWarning):
+            report = render_report(PROFILE, out_dir=tmp_path / "report")
+        assert "BN lr 0.1" in report.read_text() and "BN lr 0.05" not in report.read_text()
     # `train` of that configuration: retrained, replaced, the broken file kept aside
     from dnbook.__main__ import main
 
