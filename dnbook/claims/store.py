@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dnbook.engine import results_dir
+from dnbook.analysis import load_measurements
 from dnbook.experiments import EXPERIMENTS
 from dnbook.report import PROFILE_ORDER, experiment_runs
 
@@ -24,7 +23,9 @@ class ResultsStore:
     every variant it compares; variants are never mixed across profiles."""
 
     def __init__(self, results_root: str | Path | None = None):
-        self.root = results_dir(results_root)
+        # passed through unchanged: with no root given, the engine reads the committed
+        # results and then the reader's own (see dnbook.engine.store.results_roots)
+        self.root = results_root
         self._runs: dict[tuple[str, str], pd.DataFrame] = {}
 
     def runs(self, experiment: str, profile: str) -> pd.DataFrame:
@@ -61,11 +62,11 @@ class ResultsStore:
         for profile in PROFILE_ORDER:
             labels = EXPERIMENTS[experiment].labels(profile)
             hashes = {h for h, label in labels.items() if label == variant}
-            folder = self.root / profile / "analysis"
+            stored = load_measurements(name, profile, self.root)
             records = [
-                {**json.loads(path.read_text()), "hash": path.stem.removeprefix(f"{name}-")}
-                for path in sorted(folder.glob(f"{name}-*.json"))
-                if path.stem.removeprefix(f"{name}-") in hashes
+                {**record, "hash": digest}
+                for digest, record in sorted(stored.items())
+                if digest in hashes
             ]
             if records:
                 runs = self.runs(experiment, profile)
