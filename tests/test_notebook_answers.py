@@ -48,8 +48,8 @@ KNOWN_ANSWERS = [
     ("05_dynamic_normalization", "Exercise 4", None, None, ["2 * (1/2) * (1/2)", "start at 1"]),
     ("12_fast_dynamic_norm", "Exercise 1 (fold)", None, None, ["A = alpha s", "B = lam - mu A"]),
     ("12_fast_dynamic_norm", "Exercise 2 (input gradient)", None, None, ["2/M grad_q", "2/P"]),
-    ("01b_scale_invariance", "Exercise 1", None, None, ["1 / ", "1/c", "1 / c"]),
-    ("01b_scale_invariance", "Exercise 2", 0.25, 6, ["0.25", "1 / 4", "lr / 4"]),
+    ("01b_scale_invariance", "Exercise 1", None, None, ["/ c", "c * grad", "1 / c"]),
+    ("01b_scale_invariance", "Exercise 2", 4.25, 6, ["4.25", "0.25", "4 + ", "2.25"]),
     ("01b_scale_invariance", "Exercise 3", None, None, ["2 * lr * wd", "sqrt(", "** 0.25"]),
     pytest.param(
         "06_dnc_failure",
