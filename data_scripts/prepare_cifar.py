@@ -12,10 +12,12 @@ with ``--extracted``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+import urllib.error
 from pathlib import Path
 
-from dnbook.data.cifar import download_cifar, pack_cifar_python
+from dnbook.data.cifar import _torchvision_class, download_cifar, pack_cifar_python
 from dnbook.data.paths import cache_dir
 
 
@@ -57,7 +59,17 @@ def main(argv: list[str] | None = None) -> None:
         if args.extracted is not None:
             folder = args.extracted
         else:
-            folder = download_cifar(name, args.root or cache_dir() / "downloads")
+            try:
+                folder = download_cifar(name, args.root or cache_dir() / "downloads")
+            except (urllib.error.URLError, OSError, RuntimeError) as error:
+                # One line, not the downloader's traceback: where it tried, and what else works.
+                url = _torchvision_class(name).url
+                reason = getattr(error, "reason", None) or error
+                sys.exit(
+                    f"prepare_cifar.py: could not download {url} ({reason}). Offline: copy the "
+                    f"extracted archive here and pass --extracted <folder> --dataset {name}, or "
+                    "(CIFAR-10) set DNBOOK_DATA to a folder holding cifar10_jpegbytes.npz."
+                )
         path = pack_cifar_python(name, folder, out / f"{name}.npz")
         print(f"{name}: wrote {path} in {time.perf_counter() - start:.1f} s")
 

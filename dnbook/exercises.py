@@ -4,13 +4,22 @@ Each exercise leaves a placeholder (``...``) for the reader to replace. Its chec
 of these functions, which prints a verdict and returns ``True`` only for a right answer. They
 never raise, so an unattempted exercise does not stop the notebook; the solution notebooks
 ``assert`` the return value, so CI fails if a published solution stops being right.
+
+A check cell must not show its answer: it compares against a recomputation (autograd, PyTorch's
+own layer) that the reader cannot read off, or, for a number worked out by hand, against
+``answer_digest(answer)``, a hash of the answer (``check_digest``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable
 
 import torch
+
+# Mixed into every digest, so that the digest of a small number is not a well-known sha256.
+_SALT = "dnbook-exercise:"
 
 
 def _not_attempted(name: str, answer: object) -> bool:
@@ -93,4 +102,61 @@ def check_function(
                 print(f"{name}: not quite{which}. {reason}" + (f"\n  hint: {hint}" if hint else ""))
                 return False
     print(f"{name}: correct on {len(inputs)} test input(s).")
+    return True
+
+
+def _canonical(answer: object, decimals: int | None) -> str:
+    """A text that two equal answers share: integers as integers (``32``, ``32.0`` and
+    ``torch.tensor(32)`` alike), floats rounded to ``decimals`` places, sequences, arrays and
+    tensors element by element."""
+    if isinstance(answer, str):
+        return repr(answer)
+    if isinstance(answer, torch.Tensor) or type(answer).__module__ == "numpy":
+        answer = torch.as_tensor(answer).tolist()
+    if isinstance(answer, tuple | list):
+        return "(" + ",".join(_canonical(a, decimals) for a in answer) + ")"
+    if isinstance(answer, bool):
+        return str(answer)
+    value = float(answer)  # raises TypeError/ValueError for anything else
+    if decimals is None:
+        if not value.is_integer():
+            raise ValueError(f"expected a whole number (no `decimals` given), got {answer!r}")
+        return str(int(value))
+    if not math.isfinite(value):
+        return str(value)
+    rounded = f"{value:.{decimals}f}"
+    return "0." + "0" * decimals if float(rounded) == 0 else rounded  # no "-0.000"
+
+
+def answer_digest(answer: object, *, decimals: int | None = None) -> str:
+    """The 16-hex-digit digest that ``check_digest`` compares with: a sha256 of the answer's
+    canonical text (whole numbers exactly; other numbers rounded to ``decimals`` places)."""
+    text = _SALT + _canonical(answer, decimals)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_digest(
+    name: str,
+    answer: object,
+    digest: str,
+    *,
+    decimals: int | None = None,
+    hint: str = "",
+) -> bool:
+    """Compare an answer worked out by hand with the digest of the right one
+    (``answer_digest(right_answer, decimals=decimals)``), so that the check cell does not
+    show the answer. Whole numbers must match exactly; with ``decimals``, numbers are
+    compared after rounding to that many places."""
+    if _not_attempted(name, answer):
+        return False
+    try:
+        got = answer_digest(answer, decimals=decimals)
+    except (TypeError, ValueError) as err:
+        print(f"{name}: not quite: {err}" + (f"\n  hint: {hint}" if hint else ""))
+        return False
+    if got != digest:
+        shown = f"{answer!r}" if len(repr(answer)) < 80 else f"a {type(answer).__name__}"
+        print(f"{name}: not quite: got {shown}." + (f"\n  hint: {hint}" if hint else ""))
+        return False
+    print(f"{name}: correct.")
     return True

@@ -4,7 +4,9 @@ Two directories, both outside git:
 
 * ``data_root()``: offline copies of datasets, from the environment variable ``DNBOOK_DATA``
   (``.ci/run`` sets it to ``../shared/data``, which holds ``cifar10_jpegbytes.npz``).
-  ``None`` when the variable is unset: then only downloaded data can be used.
+  ``None`` when the variable is unset: then only downloaded data can be used. A relative value
+  is read from the repository root, not from the working directory, so one setting serves a
+  shell in the root and a notebook kernel in ``notebooks/`` alike.
 * ``cache_dir()``: downloads and the decoded, packed ``.npz`` files the loader reads, from
   ``DNBOOK_CACHE``, else ``~/.cache/dnbook``.
 """
@@ -15,6 +17,9 @@ import os
 from pathlib import Path
 
 DATA_ENV = "DNBOOK_DATA"
+# The checkout dnbook runs from: the folder above the package, when it holds pyproject.toml.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+REPO_ROOT = _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else None
 CACHE_ENV = "DNBOOK_CACHE"
 
 
@@ -24,9 +29,22 @@ class DataNotFoundError(FileNotFoundError, ValueError):
 
 
 def data_root() -> Path | None:
-    """The offline data folder named by ``DNBOOK_DATA``, or ``None`` when it is unset."""
+    """The offline data folder named by ``DNBOOK_DATA``, or ``None`` when it is unset.
+
+    A relative value is resolved against the repository root (when dnbook runs from a
+    checkout), so ``DNBOOK_DATA=../shared/data`` means the same folder from the root and from
+    ``notebooks/``. Outside a checkout, or when only the working directory holds the folder, it
+    is resolved against the working directory."""
     value = os.environ.get(DATA_ENV, "").strip()
-    return Path(value).expanduser() if value else None
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    from_root = (REPO_ROOT / path).resolve() if REPO_ROOT is not None else None
+    if from_root is not None and (from_root.exists() or not path.exists()):
+        return from_root
+    return path.resolve()
 
 
 def cache_dir() -> Path:
