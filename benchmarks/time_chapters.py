@@ -24,8 +24,8 @@ from dnbook.engine.environment import REPO_ROOT, hardware, versions
 
 def chapter_paths(root: Path) -> list[Path]:
     notebooks = root / "notebooks"
-    return sorted(notebooks.glob("[0-9][0-9]_*.ipynb")) + sorted(
-        (notebooks / "solutions").glob("[0-9][0-9]_*.ipynb")
+    return sorted(notebooks.glob("[0-9][0-9]*_*.ipynb")) + sorted(
+        (notebooks / "solutions").glob("[0-9][0-9]*_*.ipynb")
     )
 
 
