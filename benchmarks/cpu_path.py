@@ -13,7 +13,7 @@ threads and two processes with one thread each (two one-thread processes train
 
     OMP_NUM_THREADS=1 python benchmarks/cpu_path.py --name cpu-path
 
-writes ``results/bench/<name>.json`` with the hardware, versions and load average.
+writes ``results/bench/speed/<name>.json`` with the hardware, versions and load average.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> int:
         print(model_name, json.dumps(result["models"][model_name], indent=1), flush=True)
     result["load_average_after"] = load_average()
     result["wall_time_s"] = time.perf_counter() - started
-    out = REPO_ROOT / "results" / "bench" / f"{args.name}.json"
+    out = REPO_ROOT / "results" / "bench" / "speed" / f"{args.name}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
     return 0

@@ -1,6 +1,6 @@
 """How fast the engine trains: time to a target test accuracy, and where a step's time goes.
 
-Two measurements, both stored in ``results/bench/`` with hardware and versions:
+Two measurements, both stored in ``results/bench/speed/`` with hardware and versions:
 
 * :func:`time_to_accuracy` reads stored runs (``dnbook.engine.load_results``): the wall time,
   training and evaluation together, from the start of a run to the end of the first epoch whose
@@ -301,7 +301,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--breakdown-steps", type=int, default=6, help="profiled steps (0: no breakdown)"
     )
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench" / "speed")
     parser.add_argument("--name", default=None, help="file stem (default: tta-<experiment>)")
     return parser
 
