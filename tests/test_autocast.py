@@ -124,7 +124,9 @@ def test_channels_last_equals_contiguous(impl, options, dtype):
     assert got["y"].is_contiguous(memory_format=last)
     assert got["grad_x"].is_contiguous(memory_format=last)
     if dtype == torch.float32:  # the same arithmetic in another layout: float32 sums' order
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        # normwise: a near-zero element of an SC-module gradient can differ by 1e-4 relative
+        # to itself while the tensor agrees to 1e-6 of its largest value
+        _assert_normwise_close(got, expected, 1e-5)
     else:  # torch's channels_last BN kernel (reference path) rounds its bf16 output its own way
         _assert_normwise_close(got, expected, BF16_EPS)
 

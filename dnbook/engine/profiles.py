@@ -4,13 +4,13 @@ An experiment of the paper (``dnbook.experiments``) fixes what is compared: the 
 norm layers, the learning rates and batch sizes. A profile fixes how much of it is affordable:
 the dataset and its subset sizes, the number of epochs, the network width and the seeds.
 
-=========  ==========================================================================
-``ci``     CPU, every experiment of the book together in a few minutes; smoke-level numbers
-``cpu``    full CIFAR-10 on 2 CPU cores, 3 epochs, width 0.25: a scale at which BN learns
-``cpu_v1`` the first, too-small cpu scale (3,000 images, 138 steps): its stored runs only
-``gpu``    one H200: every experiment of the book, 3 seeds, in at most 25 minutes
-``paper``  the paper's settings on ImageNet-100: 240 epochs, batch 64, lr 0.2
-=========  ==========================================================================
+==========  ==========================================================================
+``ci``      CPU, every experiment of the book together in a few minutes; smoke-level numbers
+``cpu``     full CIFAR-10 on 2 CPU cores, 3 epochs, width 0.25: a scale at which BN learns
+``cpu_v1``  the first, too-small cpu scale (3,000 images, 138 steps): its stored runs only
+``gpu``     one H200: every experiment of the book, 3 seeds, in at most 25 minutes
+``paper``   the paper's settings on ImageNet-100: 240 epochs, batch 64, lr 0.2
+==========  ==========================================================================
 
 **Learning rates.** Experiments name learning rates in the paper's units. A profile trains at
 ``lr * lr_star / 0.2``: ``lr_star`` stands for the paper's lr 0.2, which in the paper is BN's

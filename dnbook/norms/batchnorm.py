@@ -54,7 +54,7 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def non_channel_dims(x: torch.Tensor) -> tuple[int, ...]:
-    """Every dimension of an (N, C, *) tensor except the channel dimension 1."""
+    """Every dimension of an ``(N, C, *)`` tensor except the channel dimension 1."""
     return (0, *range(2, x.dim()))
 
 
@@ -85,7 +85,7 @@ def standardize_backward(
 
 
 def _per_channel(t: torch.Tensor, ndim: int = 4) -> torch.Tensor:
-    """(C,) -> (1, C, 1, ..., 1) with ``ndim`` dimensions, to broadcast over an (N, C, *)
+    """(C,) -> (1, C, 1, ..., 1) with ``ndim`` dimensions, to broadcast over an ``(N, C, *)``
     tensor (default (1, C, 1, 1) for (N, C, H, W))."""
     return t.view(1, -1, *([1] * (ndim - 2)))
 
@@ -93,7 +93,7 @@ def _per_channel(t: torch.Tensor, ndim: int = 4) -> torch.Tensor:
 def channel_affine(
     x_hat: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """y = gamma * x_hat + beta with one gamma and beta per channel of an (N, C, *) ``x_hat``;
+    """y = gamma * x_hat + beta with one gamma and beta per channel of an ``(N, C, *)`` ``x_hat``;
     ``None`` skips either."""
     y = x_hat
     if weight is not None:

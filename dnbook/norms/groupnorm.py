@@ -42,7 +42,7 @@ GROUP_DIMS = (-1,)
 
 
 class GroupNormFunction(torch.autograd.Function):
-    """Group normalization of an (N, C, *) input with a hand-written backward.
+    """Group normalization of an ``(N, C, *)`` input with a hand-written backward.
 
     ``apply(x, weight, bias, num_groups, eps)`` returns ``y``; ``weight`` and ``bias`` (C,)
     may be ``None``. C must be divisible by ``num_groups`` (the module checks it).
@@ -118,7 +118,7 @@ class GroupNorm(nn.Module):
     :math:`\mathrm{E}_g` and :math:`\mathrm{Var}_g` (biased) are taken per sample over each
     group of ``num_channels // num_groups`` consecutive channels and all their positions
     (the ``*`` dimensions); :math:`\gamma` and :math:`\beta` are per channel. Training and
-    eval behave the same. ``num_groups=1`` is Layer Normalization over (C, *),
+    eval behave the same. ``num_groups=1`` is Layer Normalization over ``(C, *)``,
     ``num_groups=num_channels`` Instance Normalization.
 
     Unlike the other dnbook norm layers, the number of groups comes first, as in PyTorch:
