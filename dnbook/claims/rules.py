@@ -188,8 +188,19 @@ class PairedGain:
         return Evaluation(verdict, why, measurement, **where)
 
 
+class _VariantAndBaseline:
+    """The shared evaluate of the rules that judge one ``variant`` next to its ``baseline``:
+    read both at the largest profile that has them, then ``judge`` the runs."""
+
+    def evaluate(self, experiment: str, store: ResultsStore) -> Evaluation:
+        runs = store.largest(experiment, (self.variant, self.baseline))
+        if runs.empty:
+            return _not_run(f"{experiment}: {self.variant}, {self.baseline}")
+        return self.judge(runs)
+
+
 @dataclass(frozen=True)
-class TrainingOutcome:
+class TrainingOutcome(_VariantAndBaseline):
     """``variant`` cannot train normally (``expect="fails"``) or trains (``"trains"``).
 
     Per seed, the best validation accuracy (the paper's Table 4 column; a diverged run at
@@ -223,12 +234,6 @@ class TrainingOutcome:
             f"learn, < {MIN_SEEDS} seeds, or at ci."
         )
 
-    def evaluate(self, experiment: str, store: ResultsStore) -> Evaluation:
-        runs = store.largest(experiment, (self.variant, self.baseline))
-        if runs.empty:
-            return _not_run(f"{experiment}: {self.variant}, {self.baseline}")
-        return self.judge(runs)
-
     def judge(self, runs: pd.DataFrame) -> Evaluation:
         mine = runs[runs["variant"].astype(str) == self.variant]
         line = chance(mine["dataset"].iloc[0]) + CHANCE_MARGIN
@@ -259,7 +264,7 @@ class TrainingOutcome:
 
 
 @dataclass(frozen=True)
-class NaNOutcome:
+class NaNOutcome(_VariantAndBaseline):
     """``variant`` ends in NaN (a claim about the paper's 240-epoch runs). With ``k`` of ``n``
     seeds diverged (a non-finite loss):
 
@@ -285,12 +290,6 @@ class NaNOutcome:
             f"steps); inconclusive otherwise. Not tested if {self.baseline} did not learn, "
             f"< {MIN_SEEDS} seeds, or at ci."
         )
-
-    def evaluate(self, experiment: str, store: ResultsStore) -> Evaluation:
-        runs = store.largest(experiment, (self.variant, self.baseline))
-        if runs.empty:
-            return _not_run(f"{experiment}: {self.variant}, {self.baseline}")
-        return self.judge(runs)
 
     def judge(self, runs: pd.DataFrame) -> Evaluation:
         mine = runs[runs["variant"].astype(str) == self.variant]
