@@ -139,12 +139,13 @@ def _reproduce(args: argparse.Namespace) -> int:
         if args.jobs is not None and args.jobs < 1:
             raise ConfigError(f"--jobs {args.jobs}: allowed: an integer >= 1")
         profile = get_profile(args.profile)
-        todo = configs(args.name, profile)
+        todo = configs(args.name, profile, args.only)
     stored = {c.hash() for c in todo if stored_result(c, profile.name, args.results_dir)}
     print(
         f"{args.name} at profile {profile.name}: {len(todo)} runs "
-        f"({len(stored)} already stored, skipped), {estimate(args.name, profile):,} training "
-        f"images and {estimate_steps(args.name, profile):,} steps for all of them"
+        f"({len(stored)} already stored, skipped), {estimate(args.name, profile, args.only):,} "
+        f"training images and {estimate_steps(args.name, profile, args.only):,} steps for all "
+        "of them"
     )
     if args.dry_run:
         for config in todo:
@@ -159,6 +160,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         profile,
         progress=not args.no_progress,
         jobs=args.jobs or profile.jobs,
+        only=args.only,
         results_root=args.results_dir,
         device=args.device,
         resume=not args.restart,
@@ -291,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "--dry-run", action="store_true", help="list the configurations and the cost, train nothing"
+    )
+    reproduce.add_argument(
+        "--only",
+        metavar="REGEX",
+        default=None,
+        help="train only the variants whose label matches REGEX (for example '^BN'); "
+        "--dry-run lists the labels' configurations",
     )
     reproduce.add_argument(
         "--jobs",

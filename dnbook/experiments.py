@@ -32,6 +32,7 @@ experiment's ``notes``):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -125,6 +126,9 @@ class Experiment:
         notes: how this version departs from the paper, and why.
         variants: ``(label, options)`` pairs; each options dict goes to :func:`train_config`
             and is trained once per seed of the profile.
+        headline: a headline comparison of the paper, trained with the profile's
+            ``headline_seeds`` (see :meth:`~dnbook.engine.profiles.Profile.seeds_for`).
+            Default: ``False``
     """
 
     name: str
@@ -132,6 +136,7 @@ class Experiment:
     paper_ref: str
     notes: str
     variants: tuple[tuple[str, dict], ...]
+    headline: bool = False
 
     def _labelled(self, profile: str | Profile | None) -> list[tuple[str, TrainConfig]]:
         """(variant label, config) for every variant and every seed of ``profile``."""
@@ -139,7 +144,7 @@ class Experiment:
         return [
             (label, train_config(profile, seed=seed, **options))
             for label, options in self.variants
-            for seed in profile.seeds
+            for seed in profile.seeds_for(self.headline)
         ]
 
     def builder(self, profile: str | Profile | None = None) -> list[TrainConfig]:
@@ -217,6 +222,7 @@ _EXPERIMENTS = [
         "Table 2",
         "SE is the paper's 'SE block directly in front of BN' (eq. 3-5), spec se:r=16.",
         (BN, ("SE+BN", {"norm": SE_BN}), DNB_16_1, DNB_16_OUP),
+        headline=True,
     ),
     Experiment(
         "table3_resnet18",
@@ -244,6 +250,7 @@ _EXPERIMENTS = [
         "not a training: chapter 8 measures the batch-64 models' best-validation weights "
         "(dnbook.engine.trained_model) and stores the measurement with dnbook.analysis.measure.",
         _batch_sweep({"BN": "bn", "DN-B(16,1)": dnb(16, 1)}, (8, 64)),
+        headline=True,
     ),
     Experiment(
         "table6",
@@ -265,6 +272,7 @@ _EXPERIMENTS = [
         "Table 8",
         "",
         _lr_sweep({"BN": "bn", "DN-B(16,1)": dnb(16, 1)}, (0.2, 0.5)),
+        headline=True,
     ),
     Experiment(
         "table2_low_lr",
@@ -333,7 +341,8 @@ class ScaledExperiment(Experiment):
         for label, options in variants + self.extra.get(profile.name, ()):
             options = {**scale, **options}
             seed = options.pop("seed", None)
-            seeds = self.seeds.get(profile.name, profile.seeds) if seed is None else (seed,)
+            default = profile.seeds_for(self.headline)
+            seeds = self.seeds.get(profile.name, default) if seed is None else (seed,)
             labelled += [(label, train_config(profile, seed=s, **options)) for s in seeds]
         return labelled
 
@@ -529,31 +538,53 @@ def experiment_names(name_or_all: str) -> list[str]:
     return [name_or_all]
 
 
-def configs(name_or_all: str, profile: str | Profile | None = None) -> list[TrainConfig]:
-    """The distinct configurations of one experiment, or of all of them, at ``profile``."""
-    return _unique(
-        config
-        for name in experiment_names(name_or_all)
-        for config in EXPERIMENTS[name].builder(profile)
-    )
+def configs(
+    name_or_all: str, profile: str | Profile | None = None, only: str | None = None
+) -> list[TrainConfig]:
+    """The distinct configurations of one experiment, or of all of them, at ``profile``.
+
+    Args:
+        only: a regular expression; keep the variants whose label it matches (``re.search``),
+            for example ``"^BN"`` for an experiment's BN rows. Default: every variant.
+
+    Raises:
+        ValueError: for an unknown experiment, or an ``only`` that is not a valid expression or
+            matches no variant.
+    """
+    names = experiment_names(name_or_all)
+    labelled = [pair for name in names for pair in EXPERIMENTS[name]._labelled(profile)]
+    if only is not None:
+        try:
+            pattern = re.compile(only)
+        except re.error as error:
+            raise ValueError(f"--only {only!r} is not a regular expression: {error}") from None
+        labelled = [(label, config) for label, config in labelled if pattern.search(label)]
+        if not labelled:
+            raise ValueError(f"--only {only!r} matches no variant of {name_or_all}")
+    return _unique(config for _, config in labelled)
 
 
-def estimate(name_or_all: str, profile: str | Profile | None = None) -> int:
+def estimate(
+    name_or_all: str, profile: str | Profile | None = None, only: str | None = None
+) -> int:
     """Training images that ``reproduce(name_or_all, profile)`` processes from scratch (every
     epoch of every distinct configuration; evaluation passes not counted)."""
     profile = get_profile(profile)
     return sum(
-        config.epochs * _train_images(config, profile) for config in configs(name_or_all, profile)
+        config.epochs * _train_images(config, profile)
+        for config in configs(name_or_all, profile, only)
     )
 
 
-def estimate_steps(name_or_all: str, profile: str | Profile | None = None) -> int:
+def estimate_steps(
+    name_or_all: str, profile: str | Profile | None = None, only: str | None = None
+) -> int:
     """Optimizer steps of the same runs (a GPU step at small batch costs about as much as a big
     one, so steps, not images, predict GPU time)."""
     profile = get_profile(profile)
     return sum(
         config.epochs * math.ceil(_train_images(config, profile) / config.batch_size)
-        for config in configs(name_or_all, profile)
+        for config in configs(name_or_all, profile, only)
     )
 
 
@@ -572,6 +603,7 @@ def reproduce(
     profile: str | Profile | None = None,
     progress: bool = True,
     jobs: int = 1,
+    only: str | None = None,
     **run_kwargs,
 ) -> list[dict]:
     """Train (or read back from the results store) every configuration of an experiment.
@@ -582,6 +614,8 @@ def reproduce(
         progress: show progress bars (only with ``jobs=1``).
         jobs: runs trained at once, each in its own process (for one GPU shared by several
             launch-bound runs); finished runs are skipped either way.
+        only: keep the variants whose label matches this regular expression (see
+            :func:`configs`).
         **run_kwargs: passed to :func:`dnbook.engine.run` (``results_root``, ``device``,
             ``resume``).
 
@@ -589,7 +623,7 @@ def reproduce(
         The stored result of each configuration, in :func:`configs` order.
     """
     profile = get_profile(profile)
-    todo = configs(name_or_all, profile)
+    todo = configs(name_or_all, profile, only)
     if jobs <= 1:
         return [
             run(config, profile=profile.name, progress=progress, **run_kwargs) for config in todo

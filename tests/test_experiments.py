@@ -68,9 +68,11 @@ def test_configs_follow_the_profile(name, profile):
         )
         assert c.epochs == p.epochs_for(c.batch_size)
         assert c.eval_batch_size <= min(n for n in (p.n_val, p.n_test, 10**9) if n)
-    # every variant is trained once per seed of the profile
-    assert len(built) % len(p.seeds) == 0
-    assert {c.seed for c in built} == set(p.seeds)
+    # every variant is trained once per seed of the profile (its headline seeds for a
+    # headline comparison)
+    seeds = p.seeds_for(EXPERIMENTS[name].headline)
+    assert len(built) % len(seeds) == 0
+    assert {c.seed for c in built} == set(seeds)
     # every configuration has a label for the report
     assert {c.hash() for c in built} <= set(EXPERIMENTS[name].labels(profile))
 
@@ -244,3 +246,34 @@ def test_lr_sweeps_use_absolute_learning_rates():
     # runs: one hash each, trained once
     pilot = {c.hash() for c in configs("cpu_pilot", "cpu")}
     assert len(pilot & {c.hash() for c in built}) == 2
+
+
+@pytest.mark.parametrize("name", ["table2", "table4", "table8"])
+def test_headline_comparisons_get_five_paired_seeds_at_cpu(name):
+    built = EXPERIMENTS[name].builder("cpu")
+    by_variant: dict[tuple, set[int]] = {}
+    for c in built:
+        by_variant.setdefault((c.model, c.norm, c.lr, c.batch_size), set()).add(c.seed)
+    # paired: every variant has the same five seeds
+    assert set(map(frozenset, by_variant.values())) == {frozenset(range(5))}
+    # the rest keep the profile's three
+    assert {c.seed for c in EXPERIMENTS["table6"].builder("cpu")} == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    ("only", "expected"),
+    [("^BN$", {"bn"}), ("^DN-B", {"dnb:r=16,g=1", "dnb:r=16,g=oup"}), ("SE", {"se:r=16"})],
+)
+def test_only_keeps_the_variants_whose_label_matches(only, expected):
+    from dnbook.experiments import configs
+
+    kept = configs("table2", "ci", only)
+    assert {c.norm for c in kept} == expected
+
+
+@pytest.mark.parametrize("only", ["nothing-matches", "("])
+def test_only_rejects_a_pattern_that_selects_nothing(only):
+    from dnbook.experiments import configs
+
+    with pytest.raises(ValueError, match="--only"):
+        configs("table2", "ci", only)
