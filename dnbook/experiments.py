@@ -523,6 +523,50 @@ EXPERIMENTS[LR_SWEEP.name] = LR_SWEEP
 EXPERIMENTS[CPU_PILOT.name] = CPU_PILOT
 
 
+# -- DN-B's open design, settled where BN learns (issue 14, part 1; not in the paper) ---------
+
+# Each variant changes one choice against the incumbent default, DynamicNorm2d's today:
+# alpha = 2 sigmoid(s) and lambda = tanh(t) (both bounded), the SC-module pooling the
+# normalized feature, FC1 without a bias, r = 16.
+DESIGN_V2_NORMS = {
+    "BN": "bn",
+    "DN-B default": dnb(16, 1),
+    # the paper's #p fits with an FC1 bias (16 of 16 rows, against 15 of 16 without)
+    "DN-B fc1 bias": f"{dnb(16, 1)},fc1_bias=true",
+    # the paper's wording: the SC-module reads the "original input features"
+    "DN-B raw input": f"{dnb(16, 1)},input=raw",
+    # alpha = 1 + s, lambda = t: unbounded, the paper's equations read literally
+    "DN-B unbounded": f"{dnb(16, 1)},scale=linear,shift=linear",
+    # r = 4 at width 0.25 gives the SC-module the hidden widths r = 16 has at width 1.0
+    "DN-B r=4": dnb(4, 1),
+}
+DESIGN_V2_LRS = (0.2, 0.5)  # lr* and 2.5 lr*, in the paper's units
+DESIGN_V2_VARIANTS = _lr_sweep(DESIGN_V2_NORMS, DESIGN_V2_LRS, model="resnet18") + _lr_sweep(
+    # unbounded, with weight decay on the SC-module too (the trainer's norm_weight_decay puts
+    # it on every norm-layer parameter and every 1-D parameter: with DN-B everywhere, on the
+    # SC-modules' FCs and the biases)
+    {"DN-B unbounded + SC wd": DESIGN_V2_NORMS["DN-B unbounded"]},
+    DESIGN_V2_LRS,
+    model="resnet18",
+    norm_weight_decay=True,
+)
+DESIGN_V2_INCUMBENT = "DN-B default"
+
+DNB_DESIGN_V2 = Experiment(
+    "dnb_design_v2",
+    "DN-B's open design choices where BN learns (ResNet-18, lr* and 2.5 lr*)",
+    "Issue 14 part 1 (not in the paper)",
+    "ResNet-18 at the profile's width, batch 64, the profile's recipe, lr* and 2.5 lr* (the "
+    "paper's 0.2 and 0.5), every seed of the profile, BN as the control. Each DN-B variant "
+    "changes one choice against the incumbent default (alpha = 2 sigmoid(s), lambda = tanh(t), "
+    "normalized SC input, no FC1 bias, r = 16): an FC1 bias, the raw input, alpha = 1 + s and "
+    "lambda = t (with and without weight decay on the SC-module), r = 4. The rule that picks "
+    "the default was written in dnbook.claims.design before any of these runs was trained.",
+    DESIGN_V2_VARIANTS,
+)
+EXPERIMENTS[DNB_DESIGN_V2.name] = DNB_DESIGN_V2
+
+
 def experiment_names(name_or_all: str) -> list[str]:
     """``[name]``, or every experiment's name for ``"all"``.
 
