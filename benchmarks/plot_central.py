@@ -4,11 +4,12 @@ its own y axis) at their relative learning rates.
 
     python benchmarks/plot_central.py --profile cpu
 
-reads every stored run of the experiments that train BN and DN-B(16,1)/(16,oup) at batch 64
-over learning rates (``lr_sweep``, ``cpu_pilot``'s bf16 runs, ``table3_resnet18``, ``table8``,
-``dnb_design_v2``'s default and control; runs with the profile's default precision only), and writes ``results/<profile>/report/central_lr.png`` and a CSV of the points
-beside it. A point with one seed is drawn without an interval; the legend says how many seeds
-each line has. The paper's learning rates are placed at ``lr * lr_star / 0.2``.
+reads every stored run of the experiments that train BN and DN-B(16,1)/(16,oup) at batch 64 over
+learning rates (``lr_sweep``, ``cpu_pilot``'s bf16 runs, ``table3_resnet18``, ``table8``,
+``dnb_design_v2``'s default and control; runs with the profile's default precision only), and
+writes ``results/<profile>/report/central_lr.png`` and a CSV of the points beside it. A point
+with one seed is drawn without an interval; the legend says how many seeds each line has. The
+paper's learning rates are placed at ``lr * lr_star / 0.2``.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def _settings(name, profile="ci"):
 
 
 # Experiments of the book that are not in the paper.
-BOOK_ONLY = {"dnb_design", "table2_low_lr", "lr_sweep", "cpu_pilot"}
+BOOK_ONLY = {"dnb_design", "dnb_design_v2", "table2_low_lr", "lr_sweep", "cpu_pilot"}
 
 
 def test_every_experiment_of_the_paper_is_registered():
