@@ -33,6 +33,7 @@ from dnbook.engine.config import TrainConfig
 from dnbook.engine.distributed import DistContext
 from dnbook.engine.divergence import grad_norm, locate_nonfinite
 from dnbook.engine.environment import cpu_bf16_native
+from dnbook.engine.saturation import PROBE_IMAGES, SaturationProbe, dn_b_layers
 
 ModelFactory = Callable[[int], nn.Module]  # num_classes -> model
 
@@ -54,15 +55,20 @@ class TrainOutcome:
     best_state: dict[str, torch.Tensor] | None = field(repr=False, default=None)
     step_curve: dict[str, Any] | None = None
     precision: dict[str, Any] | None = None
+    saturation: dict[str, Any] | None = None  # DN-B models only (dnbook.engine.saturation)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready fields (no tensors)."""
         keys = ("status", "curves", "final", "divergence", "steps", "world_size", "num_params")
-        return {key: getattr(self, key) for key in keys} | {
-            "step_curve": self.step_curve,
-            "precision": self.precision,
-            "wall_time_s": self.wall_time_s,
-        }
+        return (
+            {key: getattr(self, key) for key in keys}
+            | {
+                "step_curve": self.step_curve,
+                "precision": self.precision,
+                "wall_time_s": self.wall_time_s,
+            }
+            | ({"saturation": self.saturation} if self.saturation is not None else {})
+        )
 
 
 # Steps per point of a result's step-level training curve.
@@ -268,6 +274,13 @@ class _Loop:
         model = build(self.num_classes).to(device=device, memory_format=self.memory_format)
         self.model = distributed.wrap_model(model, ctx, device, config.sync_bn)
         self.net = distributed.unwrap(self.model)
+        # DN-B models: alpha's and lambda's saturation and FC1's dead units over training, on
+        # the first validation images (dnbook.engine.saturation; it changes nothing trained).
+        self.probe = None
+        probe_split = next((s for s in ("val", "test") if s in self.eval_loaders), None)
+        if dn_b_layers(self.net) and probe_split is not None:
+            images, _ = next(iter(self.eval_loaders[probe_split]))
+            self.probe = SaturationProbe(images[:PROBE_IMAGES])
         self.optimizer = torch.optim.SGD(
             param_groups(self.net, config.weight_decay, config.norm_weight_decay),
             lr=config.lr,
@@ -361,6 +374,8 @@ class _Loop:
         )
         with batches:
             for images, labels in batches:
+                if self.probe is not None:
+                    self.probe.maybe_record(self.step, self.net, self._forward)
                 stepped = self.train_step(images, labels)
                 if stepped is None:
                     return {"divergence": self.diagnose(images, labels, epoch)}
@@ -455,6 +470,7 @@ class _Loop:
             "curves": self.curves,
             "step_losses": self.step_losses,
             "step_lrs": self.step_lrs,
+            "saturation_points": self.probe.points if self.probe is not None else None,
             "best": self.best,
             "wall_time_s": self.wall_time_s(),
         }
@@ -469,6 +485,8 @@ class _Loop:
         self.epoch, self.step = state["epoch"], state["step"]
         self.curves, self.step_losses = state["curves"], state["step_losses"]
         self.step_lrs = state.get("step_lrs", [])
+        if self.probe is not None:
+            self.probe.points = state.get("saturation_points") or []
         self.best, self.earlier_sessions_s = state["best"], state["wall_time_s"]
 
 
@@ -605,6 +623,8 @@ def train(
         ) from interrupt
     epochs.close()
 
+    if loop.probe is not None and status == "finished":
+        loop.probe.maybe_record(loop.step, loop.net, loop._forward, last=True)
     final = loop.final_metrics() if status == "finished" else None
     return TrainOutcome(
         status=status,
@@ -618,6 +638,7 @@ def train(
         model=loop.net,
         best_state=loop.best["state"] if loop.best else None,
         step_curve=step_curve(loop.step_losses, loop.step_lrs),
+        saturation=loop.probe.record() if loop.probe is not None else None,
         precision={
             "autocast": "bfloat16" if loop.amp else None,
             "memory_format": "channels_last"
