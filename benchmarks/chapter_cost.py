@@ -3,7 +3,7 @@ an estimate from the stored runs most like them, each kind labelled.
 
     python benchmarks/chapter_cost.py --profile cpu
 
-writes ``results/<profile>/report/chapter_cost.json`` and prints a table. A stored run's
+writes ``results/chapter_costs/<profile>.json`` and prints a table. A stored run's
 ``wall_time_s`` was measured with the profile's ``jobs`` runs sharing the machine, so a
 chapter's time on that machine is the sum over its runs divided by ``jobs``. A run not stored
 yet is estimated as the mean seconds per optimizer step of the stored runs of the same model,
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "stored = measured wall time of stored runs, estimated = runs not stored yet"
     )
     print(frame.to_markdown(index=False))
-    out = REPO_ROOT / "results" / profile.name / "report" / "chapter_cost.json"
+    out = REPO_ROOT / "results" / "chapter_costs" / f"{profile.name}.json"
     write_json(
         out,
         {

@@ -7,7 +7,7 @@ its own y axis) at their relative learning rates.
 reads every stored run of the experiments that train BN and DN-B(16,1)/(16,oup) at batch 64 over
 learning rates (``lr_sweep``, ``cpu_pilot``'s bf16 runs, ``table3_resnet18``, ``table8``,
 ``dnb_design_v2``'s default and control; runs with the profile's default precision only), and
-writes ``results/<profile>/report/central_lr.png`` and a CSV of the points beside it. A point
+writes ``results/<profile>/central_lr.png`` and a CSV of the points beside it. A point
 with one seed is drawn without an interval; the legend says how many seeds each line has. The
 paper's learning rates are placed at ``lr * lr_star / 0.2``.
 """
@@ -135,8 +135,7 @@ def main() -> int:
         paper_handles = paper_ax.get_legend_handles_labels()
         ax.legend(handles[0] + paper_handles[0], handles[1] + paper_handles[1], fontsize=7)
     fig.tight_layout()
-    out_dir = REPO_ROOT / "results" / profile.name / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = REPO_ROOT / "results" / profile.name
     fig.savefig(out_dir / "central_lr.png", dpi=110)
     table.to_csv(out_dir / "central_lr.csv", index=False, float_format="%.2f")
     print(table.to_markdown(index=False, floatfmt=("", "", "g", ".2f", ".2f", ".2f", "d", "d")))
