@@ -139,35 +139,97 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _per_channel(t: Tensor, like: Tensor) -> Tensor:
-    """(N, C) or (C,) -> (N, C, 1, 1) or (C, 1, 1) in ``like``'s dtype, to broadcast over H, W."""
-    return t[..., None, None].to(like.dtype)
-
-
 def _no_autocast(device: torch.device) -> torch.autocast:
     """A context with autocast off: the SC-module's small FCs run in their weights' dtype."""
     return torch.autocast(device.type, enabled=False)
 
 
-def spatial_sums(a: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    r"""``(sum_hw a x, sum_hw a)`` for (N, C, H, W) tensors: (N, C) each, in one read of both.
+def _channels_last(x: Tensor) -> bool:
+    """Whether the fast path works on ``x`` as (N, HW, C): channels_last and not also plain
+    contiguous (a 1x1 map is both; the (N, C, HW) view serves it)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
-    PyTorch's BatchNorm backward in inference mode, for an input ``x``, upstream gradient ``a``,
-    running mean :math:`\mu` and variance :math:`v`, returns per channel
-    :math:`\sum a\,(x - \mu)/\sqrt{v + \epsilon}` (the weight's gradient) and :math:`\sum a`
-    (the bias's). With :math:`\mu = 0`, :math:`v = 1`, :math:`\epsilon = 0` and the tensors
-    viewed as one sample of :math:`NC` channels, those are the two sums wanted, accumulated in
-    float32 for half-precision inputs. (A copy is made for a ``channels_last`` input.)
+
+def _pixels_by_channel(t: Tensor) -> Tensor:
+    """A channels_last (N, C, H, W) tensor as its (N, HW, C) view: no copy."""
+    n, c, h, w = t.shape
+    return t.permute(0, 2, 3, 1).view(n, h * w, c)
+
+
+def _flat(t: Tensor) -> Tensor:
+    """A contiguous (N, C, H, W) tensor as one sample of N C channels, (1, NC, H, W): no copy."""
+    n, c, h, w = t.shape
+    return t.view(1, n * c, h, w)
+
+
+def spatial_sums(a: Tensor, x: Tensor, scratch: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    r"""``(sum_hw a x, sum_hw a)`` for (N, C, H, W) tensors of one layout: (N, C) each,
+    accumulated in float32 for half-precision inputs.
+
+    Contiguous inputs: PyTorch's BatchNorm backward in inference mode, for an input ``x``,
+    upstream gradient ``a``, running mean :math:`\mu` and variance :math:`v`, returns per
+    channel :math:`\sum a\,(x - \mu)/\sqrt{v + \epsilon}` (the weight's gradient) and
+    :math:`\sum a` (the bias's). With :math:`\mu = 0`, :math:`v = 1`, :math:`\epsilon = 0` and
+    the tensors viewed as one sample of :math:`NC` channels, those are the two sums wanted,
+    from a single read of both. ``channels_last`` inputs have no such view: :math:`a x` is
+    written to ``scratch`` (a tensor of ``x``'s shape, dtype and layout that the caller
+    overwrites next; a new one if ``None``) and both are reduced over the pixels of the
+    (N, HW, C) views, vectorized along C.
     """
-    n, c, h, w = x.shape
-    flat = (1, n * c, h, w)
-    zeros = torch.zeros(n * c, dtype=accumulation_dtype(x.dtype), device=x.device)
+    n, c = x.shape[:2]
+    acc = accumulation_dtype(x.dtype)
+    if _channels_last(x) and _channels_last(a):
+        a3, x3 = _pixels_by_channel(a), _pixels_by_channel(x)
+        if x.dtype != acc or scratch is None:
+            # a x in float32 for half-precision inputs (a bf16 product keeps 8 bits)
+            product = torch.mul(a3, x3.to(acc))
+        else:
+            product = torch.mul(a3, x3, out=_pixels_by_channel(scratch))
+        return product.sum(1), a3.sum(1, dtype=acc)
+    a, x = a.contiguous(), x.contiguous()
+    zeros = torch.zeros(n * c, dtype=acc, device=x.device)
     ones = torch.ones_like(zeros)
     _, sum_ax, sum_a = aten.native_batch_norm_backward(
-        a.reshape(flat), x.reshape(flat), None, zeros, ones, None, None, False, 0.0,
-        [False, True, True],
-    )  # fmt: skip
+        _flat(a), _flat(x), None, zeros, ones, None, None, False, 0.0, [False, True, True]
+    )
     return sum_ax.view(n, c), sum_a.view(n, c)
+
+
+def per_channel_affine(
+    x: Tensor, scale: Tensor, shift: Tensor, out: Tensor | None = None
+) -> Tensor:
+    r""":math:`y_{nchw} = x_{nchw} A_{nc} + B_{nc}` in one pass, in ``x``'s layout and dtype
+    (into ``out``, of ``x``'s shape, dtype and layout, if given).
+
+    ``scale`` and ``shift`` broadcast to (N, C) (a (C,) tensor is one value per channel).
+    channels_last: ``torch.addcmul`` on the (N, HW, C) views, whose innermost dimension C is
+    contiguous in all three operands, so the loop is vectorized. Contiguous: there A and B
+    would be broadcast along the innermost dimension, where ``addcmul`` with two broadcast
+    operands runs an unvectorized loop; the inference-mode BatchNorm kernel on the
+    (1, NC, H, W) view computes :math:`(x - 0) / \sqrt{1 + 0} \cdot A + B` vectorized instead.
+    """
+    n, c, h, w = x.shape
+    # a new tensor in x's layout (not a view of one: autograd lets a custom Function's output
+    # be modified in place, as by a following ReLU(inplace=True), only if it is no view)
+    y = torch.empty_like(x) if out is None else out
+    if _channels_last(x):
+        # (N, HW, C) = (N, 1, C) + (N, HW, C) * (N, 1, C), in x's dtype
+        scale, shift = scale.to(x.dtype).expand(n, c), shift.to(x.dtype).expand(n, c)
+        torch.addcmul(
+            shift[:, None], _pixels_by_channel(x), scale[:, None], out=_pixels_by_channel(y)
+        )
+        return y
+    # BatchNorm's kernel takes float32 parameters for a half-precision input
+    acc = accumulation_dtype(x.dtype)
+    scale, shift = scale.to(acc).expand(n, c), shift.to(acc).expand(n, c)
+    zeros = torch.zeros(n * c, dtype=acc, device=x.device)
+    ones = torch.ones_like(zeros)
+    unused = torch.empty(0, dtype=acc, device=x.device)  # the batch statistics it does not compute
+    aten.native_batch_norm.out(
+        _flat(x), scale.reshape(-1), shift.reshape(-1), zeros, ones, False, 0.0, 0.0,
+        out=_flat(y), save_mean=unused, save_invstd=unused.clone(),
+    )  # fmt: skip
+    return y
 
 
 def grouped_linear(input: Tensor, weight: Tensor, groups: int) -> Tensor:
@@ -191,6 +253,13 @@ def grouped_linear_backward(
     if groups == 1:
         return grad_out @ weight, grad_out.t() @ inputs
     per_group_in = weight.shape[1]
+    if per_group_in == 1:
+        # y_{k,j} = x_k W_{k,j}:  dL/dx_k = sum_j dL/dy_{k,j} W_{k,j},
+        # dL/dW_{k,j} = sum_n dL/dy_{n,k,j} x_{n,k}
+        grad_groups = grad_out.view(n, groups, -1)  # (N, G, out/G)
+        grad_inputs = (grad_groups * weight.view(groups, -1)).sum(2)
+        grad_weight = (grad_groups * inputs[:, :, None]).sum(0).view_as(weight)
+        return grad_inputs, grad_weight
     grad_groups = grad_out.view(n, groups, -1).transpose(0, 1)  # (G, N, out/G)
     weight_groups = weight.view(groups, -1, per_group_in)  # (G, out/G, in/G)
     input_groups = inputs.view(n, groups, per_group_in).transpose(0, 1)  # (G, N, in/G)
@@ -207,7 +276,9 @@ def _groups(fc1_weight: Tensor, fc2_weight: Tensor) -> int:
 class Coefficients(Protocol):
     """DN's arithmetic between the two passes: ``forward(m, q) -> (A, B)``, each (N, C) or
     (C,), and its ``backward(dL/dA, dL/dB, needs) -> (dL/dm, dL/dq, weight gradients)``
-    (``None`` for a gradient that is zero or not needed; ``needs`` flags the weights)."""
+    (``None`` for a gradient that is zero or not needed; ``needs`` flags the weights).
+    ``dL/dq`` may be (C,), the same for every sample (as in training, where q enters only
+    through the batch variance)."""
 
     def forward(self, mean: Tensor, mean_square: Tensor) -> tuple[Tensor, Tensor]: ...
 
@@ -224,46 +295,61 @@ class DynamicNormFunction(torch.autograd.Function):
     ``weights`` are the parameters ``coefficients`` uses (so that autograd gives them their
     gradients, which ``coefficients.backward`` computes; ``None`` entries are allowed). The
     forward reads ``x`` once to write :math:`x'` (kept for the backward), once more for the
-    moments and once more to write ``y``; the backward reads ``g`` and :math:`x'` once for
-    :math:`\sum_{hw} g x'`, :math:`\sum_{hw} g`, and once more to write
-    :math:`\partial L/\partial x = A g + C_1 x' + C_0`. First-order only.
+    moments and once more to write ``y``; the backward reads ``g`` and :math:`x'` for
+    :math:`\sum_{hw} g x'` and :math:`\sum_{hw} g`, and writes
+    :math:`\partial L/\partial x = A g + C_1 x' + C_0` in two more passes. Every pass works in
+    the input's layout (contiguous or ``channels_last``; any other is made contiguous first),
+    so no activation is copied to another layout. First-order only.
     """
 
     @staticmethod
     def forward(
         ctx: FunctionCtx, x: Tensor, center: Tensor, coefficients: Coefficients, *weights: Tensor
     ) -> Tensor:
+        if not (x.is_contiguous() or _channels_last(x)):
+            x = x.contiguous()
         pixels = x.shape[2] * x.shape[3]
-        # x' = x - K: exact where x is near K (within a factor 2), which is where it matters
+        # x' = x - K: exact where x is near K (within a factor 2), which is where it matters;
+        # the result keeps x's layout
         centered = x - center.to(x.dtype)[:, None, None]
-        sum_square, total = spatial_sums(centered, centered)
+        # y's memory, first the scratch of the x'^2 sums (channels_last), so that no other
+        # activation-sized tensor is allocated: on a CPU a fresh one costs its page faults
+        y = torch.empty_like(centered)
+        sum_square, total = spatial_sums(centered, centered, scratch=y)
         # m = 1/M sum_hw x',  q = 1/M sum_hw x'^2                           # (N, C) each
         mean, mean_square = total / pixels, sum_square / pixels
         scale, shift = coefficients.forward(mean, mean_square)  # A, B
         ctx.save_for_backward(centered, scale)
         ctx.coefficients = coefficients
-        # y = x' * A + B: a multiply, then an in-place add. (torch.addcmul with two broadcast
-        # operands takes an unvectorized loop on the CPU, about 3x slower at 4x4 pixels.)
-        return (centered * _per_channel(scale, x)).add_(_per_channel(shift, x))
+        # y = x' A + B, one pass
+        return per_channel_affine(centered, scale, shift, out=y)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         centered, scale = ctx.saved_tensors
+        layout = torch.channels_last if _channels_last(centered) else torch.contiguous_format
+        grad_y = grad_y.contiguous(memory_format=layout)  # as a rule, no copy
+        # dL/dx's memory, first the scratch of the g x' sums (channels_last)
+        grad_x = torch.empty_like(centered) if ctx.needs_input_grad[0] else None
         # dL/dA = sum_hw g x',  dL/dB = sum_hw g                            # (N, C) each
-        grad_scale, grad_shift = spatial_sums(grad_y, centered)
+        grad_scale, grad_shift = spatial_sums(grad_y, centered, scratch=grad_x)
         grad_mean, grad_mean_square, grad_weights = ctx.coefficients.backward(
             grad_scale, grad_shift, ctx.needs_input_grad[3:]
         )
-        grad_x = None
-        if ctx.needs_input_grad[0]:
+        if grad_x is not None:
             pixels = centered.shape[2] * centered.shape[3]
             # dL/dx = A g + C1 x' + C0,  C1 = 2/M dL/dq,  C0 = 1/M dL/dm
-            grad_x = grad_y * _per_channel(scale, grad_y)
-            if grad_mean_square is not None:
-                grad_x.addcmul_(centered, _per_channel(grad_mean_square * (2 / pixels), grad_y))
-            if grad_mean is not None:
-                grad_x.add_(_per_channel(grad_mean / pixels, grad_y))
+            coefficient_1 = (
+                torch.zeros_like(scale)
+                if grad_mean_square is None
+                else grad_mean_square * (2 / pixels)
+            )
+            coefficient_0 = torch.zeros_like(scale) if grad_mean is None else grad_mean / pixels
+            per_channel_affine(centered, coefficient_1, coefficient_0, out=grad_x)
+            # += A g: the (N, C, 1, 1) scale broadcast along the pixels, a vectorized loop in
+            # either layout (only one operand is broadcast)
+            grad_x.addcmul_(grad_y, scale.to(grad_x.dtype)[:, :, None, None])
         return grad_x, None, None, *grad_weights
 
 
@@ -335,16 +421,19 @@ def batch_statistics(
 class SampleCoefficients:
     r"""DN-B's (N, C) arithmetic with its backward written out: :class:`Coefficients` for
     :math:`A = \alpha s`, :math:`B = \lambda - \mu' A`, :math:`[\alpha, \lambda]` from the
-    SC-module on the pooled input.
+    SC-module on the pooled input (times and plus the base affine :math:`\gamma, \beta` when
+    ``weights`` has them: :math:`\alpha = \gamma f(s)`, :math:`\lambda = \beta + h(t)`).
 
-    The forward keeps what the backward needs (the statistics, the FCs' inputs, ``alpha``,
+    ``weights`` = ``(fc1_weight, fc1_bias, fc2_weight, weight, bias)``, ``None`` for an absent
+    one. The forward keeps what the backward needs (the statistics, the FCs' inputs, ``alpha``,
     ``lambda``); the backward applies the chain rule step by step, each step's equation above
-    its line, with one small kernel per elementary operation.
+    its line, with one small kernel per elementary operation and no autograd graph.
     """
 
     def __init__(self, statistics: Callable, weights: Sequence[Tensor | None], options: dict):
         self.statistics = statistics  # (m, q) -> (mu', sigma^2, mu), see batch_statistics
-        self.fc1_weight, self.fc1_bias, self.fc2_weight = weights
+        self.fc1_weight, self.fc1_bias, self.fc2_weight, *affine = weights
+        self.weight, self.bias = (*affine, None, None)[:2]
         self.options = options
 
     def forward(self, mean: Tensor, mean_square: Tensor) -> tuple[Tensor, Tensor]:
@@ -368,17 +457,28 @@ class SampleCoefficients:
             self.hidden = ACTIVATIONS[options["activation"]](self.pre_activation)
             self.groups = _groups(self.fc1_weight, self.fc2_weight)
             s, t = grouped_linear(self.hidden, self.fc2_weight, self.groups).chunk(2, dim=1)
-            self.alpha, self.shift = SCALES[options["scale"]](s), SHIFTS[options["shift"]](t)
+            # alpha = f(s), lambda = h(t); with the base affine gamma f(s), beta + h(t)
+            self.generated_scale, self.generated_shift = (
+                SCALES[options["scale"]](s),
+                SHIFTS[options["shift"]](t),
+            )
+            self.alpha = self.generated_scale
+            if self.weight is not None:
+                self.alpha = self.generated_scale * self.weight
+            shift = self.generated_shift
+            if self.bias is not None:
+                shift = shift + self.bias
         if options["affine_hook"] is not None:
-            options["affine_hook"](self.alpha.detach(), self.shift.detach())
+            options["affine_hook"](self.alpha.detach(), shift.detach())
         # A = alpha s,  B = lambda - mu' A                                  # (N, C) each
         self.scale = self.alpha * self.inv_std
-        return self.scale, torch.addcmul(self.shift, self.scale, mu, value=-1)
+        return self.scale, torch.addcmul(shift, self.scale, mu, value=-1)
 
     def backward(
         self, grad_scale: Tensor, grad_shift: Tensor, needs: Sequence[bool]
     ) -> tuple[Tensor | None, Tensor | None, list[Tensor | None]]:
         options, inv_std = self.options, self.inv_std
+        needs = (*needs, False, False)  # absent base affine: nothing needed
         weight_dtype = self.fc1_weight.dtype
         # B = lambda - mu' A:  dL/dlambda = dL/dB,  dL/dA += -mu' dL/dB,  dL/dmu' = -sum_n A dL/dB
         grad_scale = torch.addcmul(grad_scale, grad_shift, self.mu, value=-1)
@@ -386,11 +486,18 @@ class SampleCoefficients:
         # A = alpha s:  dL/dalpha = s dL/dA,  dL/ds = sum_n alpha dL/dA
         grad_alpha = (grad_scale * inv_std).to(weight_dtype)
         grad_inv_std = (grad_scale * self.alpha).sum(dim=0)
-        # alpha = f(s), lambda = h(t)
+        grad_shift = grad_shift.to(weight_dtype)
+        # base affine, alpha = gamma f(s), lambda = beta + h(t):
+        # dL/dgamma = sum_n f(s) dL/dalpha,  dL/df = gamma dL/dalpha,  dL/dbeta = sum_n dL/dlambda
+        grad_weight = (grad_alpha * self.generated_scale).sum(dim=0) if needs[3] else None
+        grad_bias = grad_shift.sum(dim=0) if needs[4] else None
+        if self.weight is not None:
+            grad_alpha = grad_alpha * self.weight
+        # f(s), h(t)
         grad_out = torch.cat(
             [
-                SCALE_BACKWARDS[options["scale"]](grad_alpha, self.alpha),
-                SHIFT_BACKWARDS[options["shift"]](grad_shift.to(weight_dtype), self.shift),
+                SCALE_BACKWARDS[options["scale"]](grad_alpha, self.generated_scale),
+                SHIFT_BACKWARDS[options["shift"]](grad_shift, self.generated_shift),
             ],
             dim=1,
         )  # dL/d[s, t]: (N, 2C)
@@ -401,6 +508,9 @@ class SampleCoefficients:
         # FC1: h = z W1^T + b1:  dL/dW1 = (dL/dh)^T z,  dL/db1 = sum_n dL/dh
         grad_fc1 = grad_pre.t() @ self.pooled if needs[0] else None
         grad_fc1_bias = grad_pre.sum(dim=0) if needs[1] else None
+        grad_weights = [grad_fc1, grad_fc1_bias, grad_fc2 if needs[2] else None]
+        if self.weight is not None or self.bias is not None:
+            grad_weights += [grad_weight, grad_bias]
         grad_mean = None
         if not options["detach_sc_input"]:
             grad_pooled = (grad_pre @ self.fc1_weight).to(inv_std.dtype)  # dL/dz = dL/dh W1
@@ -412,7 +522,6 @@ class SampleCoefficients:
                 grad_inv_std += (grad_pooled * self.centered).sum(dim=0)
             else:
                 grad_mean = grad_pooled
-        grad_weights = [grad_fc1, grad_fc1_bias, grad_fc2 if needs[2] else None]
         if not options["training"]:
             return grad_mean, None, grad_weights  # mu, sigma^2 are the running constants
         n = self.mean.shape[0]
@@ -423,7 +532,7 @@ class SampleCoefficients:
         grad_mu = torch.addcmul(grad_mu, self.mu, grad_var, value=-2)
         # mu' = E_n[m]:  dL/dm += dL/dmu' / N
         grad_mu /= n
-        grad_mean = grad_mu if grad_mean is None else grad_mean + grad_mu
+        grad_mean = grad_mu.expand_as(self.mean) if grad_mean is None else grad_mean + grad_mu
         return grad_mean, grad_mean_square, grad_weights
 
 
@@ -431,7 +540,8 @@ def _channel_coefficients(
     statistics: Callable, weights: Sequence[Tensor | None], options: dict
 ) -> GraphCoefficients:
     """DN-C's arithmetic as an autograd graph: A, B of shape (C,), expanded to (N, C)."""
-    fc1_weight, fc1_bias, fc2_weight = weights
+    fc1_weight, fc1_bias, fc2_weight, *affine = weights
+    weight, bias = (*affine, None, None)[:2]
     groups = _groups(fc1_weight, fc2_weight)
 
     def coefficients(mean: Tensor, mean_square: Tensor) -> tuple[Tensor, Tensor]:
@@ -453,6 +563,11 @@ def _channel_coefficients(
                 st = grouped_linear(act(hidden), fc2_weight, groups).sum(dim=0, keepdim=True)
             s, t = st[0].chunk(2)
             alpha, shift = SCALES[options["scale"]](s), SHIFTS[options["shift"]](t)
+            # the base affine: alpha = gamma f(s), lambda = beta + h(t)
+            if weight is not None:
+                alpha = alpha * weight
+            if bias is not None:
+                shift = shift + bias
         if options["affine_hook"] is not None:
             options["affine_hook"](alpha.detach(), shift.detach())
         # A = alpha s,  B = lambda - mu' A: (C,), the same for every sample
@@ -475,6 +590,8 @@ def dynamic_norm(
     training: bool = False,
     eps: float = 1e-5,
     *,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     mode: str = "B",
     activation: str = "relu",
     scale: str = "sigmoid",
@@ -492,17 +609,23 @@ def dynamic_norm(
     running statistics from the returned ``mean`` and biased ``var``.
 
     Args:
-        input: (N, C, H, W), any floating dtype and memory format.
+        input: (N, C, H, W), any floating dtype; contiguous and ``channels_last`` inputs are
+            worked on in place of layout, any other is made contiguous.
         running_mean, running_var: (C,), used when ``training`` is ``False`` (may be ``None``
             otherwise).
         fc1_weight, fc1_bias: FC1's (C', C) weight and (C',) bias or ``None``.
         fc2_weight: the grouped FC2's (2C, C'/G) weight; G follows from the shapes.
         training: normalize with the batch's statistics (``True``) or the running ones.
-        eps: added to the variance (default 1e-5).
+            Default: ``False``.
+        eps: added to the variance. Default: ``1e-5``.
+        weight, bias: the base affine :math:`\gamma, \beta` (C,) of ``base_affine``:
+            :math:`\alpha = \gamma f(s)`, :math:`\lambda = \beta + h(t)`. Default: ``None``
+            (both or neither).
         mode, activation, scale, shift, merge, sc_input, detach_sc_input: as in
             :class:`~dnbook.norms.DynamicNorm2d`.
         affine_hook: if given, called once with the detached :math:`\alpha` and
-            :math:`\lambda` ((N, C) for DN-B, (C,) for DN-C); ``None`` (default) costs nothing.
+            :math:`\lambda` ((N, C) for DN-B, (C,) for DN-C). Default: ``None`` (costs
+            nothing).
 
     Returns:
         ``y`` (the input's shape, dtype and memory format), and the (C,) ``mean`` and biased
@@ -511,6 +634,8 @@ def dynamic_norm(
     """
     if not training and (running_mean is None or running_var is None):
         raise ValueError("dynamic_norm: training=False needs running_mean and running_var")
+    if (weight is None) != (bias is None):
+        raise ValueError("dynamic_norm: give both weight and bias (the base affine) or neither")
     stats_dtype = accumulation_dtype(input.dtype)
     if training:
         # K: one pixel per channel, near the channel's values (the output does not depend on it)
@@ -537,6 +662,8 @@ def dynamic_norm(
         "affine_hook": affine_hook,
     }
     weights = (fc1_weight, fc1_bias, fc2_weight)
+    if weight is not None:
+        weights += (weight, bias)
     if mode == "B":
         coefficients = SampleCoefficients(statistics, weights, options)
         y = DynamicNormFunction.apply(input, center, coefficients, *weights)
