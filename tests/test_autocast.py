@@ -32,6 +32,7 @@ LAYERS = [
     {"mode": "B", "activation": "gelu", "scale": "tanh", "shift": "linear", "g": 2},
     {"mode": "C", "merge": "fc1"},
     {"mode": "C", "merge": "fc2", "fc1_bias": True},
+    {"mode": "B", "base_affine": True},
 ]
 
 

@@ -323,14 +323,16 @@ def test_single_value_per_channel_is_fine_in_eval():
             {},
             "64, mode=B, r=16, g=1, sc_input=normalized, eps=1e-05, momentum=0.1, "
             "track_running_stats=True, activation=relu, scale=sigmoid, shift=tanh, "
-            "detach_sc_input=False, fc2_init=zeros, fc1_bias=False, record_affine=False, "
+            "detach_sc_input=False, fc2_init=zeros, fc1_bias=False, base_affine=False, "
+            "record_affine=False, "
             "impl=fast",
         ),
         (
             {"mode": "C", "merge": "fc2", "g": "oup", "momentum": None},
             "64, mode=C, r=16, g=oup, merge=fc2, eps=1e-05, momentum=None, "
             "track_running_stats=True, activation=relu, scale=sigmoid, shift=tanh, "
-            "detach_sc_input=False, fc2_init=zeros, fc1_bias=False, record_affine=False, "
+            "detach_sc_input=False, fc2_init=zeros, fc1_bias=False, base_affine=False, "
+            "record_affine=False, "
             "impl=fast",
         ),
     ],
@@ -364,3 +366,72 @@ def test_fc1_bias_in_the_spec_and_the_hash():
     assert config.replace(norm="dnb:r=16,g=1,fc1_bias=true").hash() != config.hash()
     with pytest.raises(ValueError, match="fc1_bias must be true or false"):
         make_norm("dnb:fc1_bias=1")
+
+
+# --- the base affine (issue 14: the book's own variant) ---
+
+
+def test_base_affine_off_leaves_the_state_dict_and_the_hash_alone():
+    from dnbook.engine.config import TrainConfig
+
+    plain = DynamicNorm2d(16, r=4)
+    assert plain.weight is None and plain.bias is None
+    assert not any(key in ("weight", "bias") for key in plain.state_dict())
+    assert "base_affine=False" in plain.extra_repr()
+    default = TrainConfig(model="resnet18", norm="dnb:r=16,g=1")
+    explicit = TrainConfig(model="resnet18", norm="dnb:r=16,g=1,base_affine=false")
+    assert explicit.hash() == default.hash()
+    assert TrainConfig(model="resnet18", norm="dnb:r=16,g=1,base_affine=true").hash() != (
+        default.hash()
+    )
+
+
+@pytest.mark.parametrize("mode", ["B", "C"])
+def test_base_affine_parameters_initialization_and_spec(mode):
+    from dnbook.norms import make_norm
+
+    factory = make_norm(f"dn{mode.lower()}:r=4,base_affine=true")
+    assert "base_affine=true" in factory.spec
+    layer = factory(16)
+    assert layer.base_affine and "base_affine=True" in layer.extra_repr()
+    assert {"weight", "bias"} <= set(layer.state_dict())
+    torch.testing.assert_close(layer.weight.detach(), torch.ones(16))
+    torch.testing.assert_close(layer.bias.detach(), torch.zeros(16))
+    with torch.no_grad():
+        layer.weight.fill_(3.0), layer.bias.fill_(1.0)
+    layer.reset_parameters()
+    assert layer.weight.eq(1).all() and layer.bias.eq(0).all()
+    # with gamma = 1, beta = 0 the layer computes what it computes without the base affine
+    plain = DynamicNorm2d(16, mode=mode, r=4)
+    plain.load_state_dict(layer.state_dict(), strict=False)
+    x = torch.randn(4, 16, 3, 3)
+    torch.testing.assert_close(layer(x), plain(x))
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_base_affine_scales_alpha_and_shifts_lambda(impl):
+    layer = DynamicNorm2d(8, r=2, fc2_init="default", base_affine=True, record_affine=True,
+                          impl=impl).double()  # fmt: skip
+    plain = DynamicNorm2d(8, r=2, fc2_init="default", record_affine=True, impl=impl).double()
+    plain.load_state_dict(layer.state_dict(), strict=False)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2), layer.bias.uniform_(-1, 1)
+    x = torch.randn(4, 8, 3, 3, dtype=torch.float64)
+    layer(x), plain(x)
+    torch.testing.assert_close(layer.last_alpha, plain.last_alpha * layer.weight.detach())
+    torch.testing.assert_close(layer.last_shift, plain.last_shift + layer.bias.detach())
+
+
+def test_trainer_groups_the_base_affine_with_the_norm_parameters():
+    from torch import nn
+
+    from dnbook.engine.trainer import param_groups
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), DynamicNorm2d(8, r=2, base_affine=True))
+    decay, no_decay = param_groups(model, 5e-4, norm_weight_decay=False)
+    norm = model[1]
+    exempt = {id(p) for p in no_decay["params"]}
+    assert id(norm.weight) in exempt and id(norm.bias) in exempt
+    assert id(model[0].weight) in {id(p) for p in decay["params"]}
+    [everything] = param_groups(model, 5e-4, norm_weight_decay=True)
+    assert everything["weight_decay"] == 5e-4 and len(everything["params"]) == 6

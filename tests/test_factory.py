@@ -64,6 +64,7 @@ def test_parse_spec_fills_defaults_from_the_layer_signatures():
         "detach": defaults["detach_sc_input"].default,
         "init": defaults["fc2_init"].default,
         "fc1_bias": defaults["fc1_bias"].default,
+        "base_affine": defaults["base_affine"].default,
     }
     assert parse_spec("mabn")[1] == {"buffer": 1, "warmup": 100, "momentum": 0.98}
 

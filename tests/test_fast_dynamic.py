@@ -38,6 +38,10 @@ CONFIGS = [
     {"mode": "B", "fc1_bias": True},
     {"mode": "B", "fc1_bias": True, "sc_input": "raw", "g": 2},
     {"mode": "C", "fc1_bias": True, "merge": "fc2"},
+    {"mode": "B", "base_affine": True},
+    {"mode": "B", "base_affine": True, "sc_input": "raw", "g": 2, "scale": "tanh"},
+    {"mode": "B", "base_affine": True, "detach_sc_input": True, "fc1_bias": True},
+    {"mode": "C", "base_affine": True},
 ]
 
 
@@ -45,6 +49,9 @@ def _pair(**options) -> tuple[DynamicNorm2d, DynamicNorm2d]:
     """A fast and a reference layer in float64 with the same random, non-zero FC weights."""
     options = {"r": 4, "fc2_init": "default", **options}
     fast = DynamicNorm2d(SHAPE[1], impl="fast", **options).double()
+    if fast.base_affine:  # away from gamma = 1, beta = 0, so that both matter
+        with torch.no_grad():
+            fast.weight.uniform_(0.5, 2), fast.bias.uniform_(-1, 1)
     reference = DynamicNorm2d(SHAPE[1], impl="reference", **options).double()
     reference.load_state_dict(fast.state_dict())
     return fast, reference
@@ -87,7 +94,10 @@ def test_fast_path_equals_reference(options, training):
     )
 
 
-@pytest.mark.parametrize("options", [CONFIGS[0], CONFIGS[1], CONFIGS[7], CONFIGS[10], CONFIGS[12]])
+@pytest.mark.parametrize(
+    "options",
+    [CONFIGS[0], CONFIGS[1], CONFIGS[7], CONFIGS[10], CONFIGS[12], CONFIGS[13], CONFIGS[16]],
+)
 @pytest.mark.parametrize("training", [True, False])
 def test_gradcheck_through_the_layer(options, training):
     # The shifted moments' backward: K is taken from x (one pixel per channel in training),
@@ -351,3 +361,64 @@ def test_cost_model_of_one_layer(spec, forward, backward):
     for direction, expected in (("forward", forward), ("backward", backward)):
         counts = traffic[direction]
         assert (counts["reads"], counts["writes"], counts["allocations"]) == expected
+
+
+LAYOUT_SHAPES = [(4, 24, 5, 5), (3, 16, 1, 1), (2, 8, 16, 16), (5, 40, 4, 4)]
+
+
+@pytest.mark.parametrize("shape", LAYOUT_SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("options", [CONFIGS[0], CONFIGS[4], CONFIGS[7], CONFIGS[14]])
+@pytest.mark.parametrize("training", [True, False])
+def test_fast_path_equals_reference_in_every_layout(shape, channels_last, options, training):
+    """float64, forward and backward: the fast path on a channels_last input works on its
+    (N, HW, C) views, on a contiguous one through BatchNorm's kernels; both give the teaching
+    path's numbers, and the output and dL/dx keep the input's layout."""
+    options = {"r": 4, "fc2_init": "default", **options}
+    fast = DynamicNorm2d(shape[1], impl="fast", **options).double()
+    if fast.base_affine:
+        with torch.no_grad():
+            fast.weight.uniform_(0.5, 2), fast.bias.uniform_(-1, 1)
+    reference = DynamicNorm2d(shape[1], impl="reference", **options).double()
+    reference.load_state_dict(fast.state_dict())
+    fast.train(training), reference.train(training)
+    fast.running_mean.uniform_(-1, 1), fast.running_var.uniform_(0.5, 2)
+    reference.load_state_dict(fast.state_dict())
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(shape, dtype=torch.float64) * 2 + 1).contiguous(memory_format=layout)
+    grad_y = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout)
+    got, expected = _forward_backward(fast, x, grad_y), _forward_backward(reference, x, grad_y)
+    torch.testing.assert_close(got, expected, **TOLERANCE)
+    assert got["y"].is_contiguous(memory_format=layout)
+    assert got["grad_x"].is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradcheck_of_the_function_in_both_layouts(channels_last):
+    weight = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    center = torch.randn(5, dtype=torch.float64)
+
+    def coefficients(mean, mean_square):
+        return 1 + torch.tanh(mean * weight), mean_square * weight - mean
+
+    def function(x, weight):
+        return DynamicNormFunction.apply(
+            x, center, GraphCoefficients(coefficients, [weight]), weight
+        )
+
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64).contiguous(memory_format=layout)
+    assert torch.autograd.gradcheck(function, (x.requires_grad_(), weight))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_per_channel_affine(channels_last, dtype):
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 6, 4, 5).to(dtype).contiguous(memory_format=layout)
+    scale, shift = torch.randn(3, 6), torch.randn(6)
+    y = fast_dynamic.per_channel_affine(x, scale, shift)
+    expected = x.double() * scale.double()[..., None, None] + shift.double()[:, None, None]
+    tolerance = {} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.02}
+    torch.testing.assert_close(y.double(), expected, **tolerance)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=layout) and y._base is None

@@ -189,8 +189,20 @@ class DynamicNorm2d(nn.Module):
       :math:`\sqrt{\text{running\_var} + \epsilon}`, the statistics eval normalizes with.
       ``sc_input`` does not apply: DN-C's input is, by definition, the raw feature's statistics.
 
-    There is no ``weight`` or ``bias``: with FC2 zero-initialized (``fc2_init="zeros"``) the
-    layer starts as BN with :math:`\gamma = 1, \beta = 0` for every ``scale`` and ``shift``.
+    There is no ``weight`` or ``bias`` by default: with FC2 zero-initialized
+    (``fc2_init="zeros"``) the layer starts as BN with :math:`\gamma = 1, \beta = 0` for every
+    ``scale`` and ``shift``.
+
+    **Base affine** (``base_affine=True``; the book's own variant, not the paper's DN, as in
+    IEBN and RBN): a learnable per-channel ``weight`` :math:`\gamma` and ``bias``
+    :math:`\beta`, initialized to 1 and 0, around the generated scale and shift:
+
+    .. math::
+        \alpha = \gamma \, f(s), \qquad \lambda = \beta + h(t)
+
+    It adds :math:`2C` parameters, so it never stands in for the paper's DN in a parameter
+    count. The trainer groups ``weight`` and ``bias`` with the norm layers' parameters, as
+    BN's affine (no weight decay unless ``norm_weight_decay``).
 
     Statistics and the SC-module are computed in float32 for bf16 or float16 inputs (as under
     autocast; the SC-module's FCs run with autocast off) and the output has the input's dtype
@@ -221,6 +233,8 @@ class DynamicNorm2d(nn.Module):
         fc2_init: ``"zeros"`` (default; :math:`\alpha = 1, \lambda = 0` at start) or
             ``"default"`` (PyTorch's init of a linear layer).
         fc1_bias: give FC1 a bias (default ``False``, the layer of every stored result).
+        base_affine: learnable ``weight`` and ``bias`` (C,) with :math:`\alpha = \gamma f(s)`,
+            :math:`\lambda = \beta + h(t)` (see above). Default: ``False``.
         record_affine: keep the last forward's :math:`\alpha, \lambda` (see above; default
             ``False``).
         impl: ``"fast"`` (default): :func:`dnbook.norms.fast_dynamic.dynamic_norm`, the
@@ -259,6 +273,7 @@ class DynamicNorm2d(nn.Module):
         detach_sc_input: bool = False,
         fc2_init: str = "zeros",
         fc1_bias: bool = False,
+        base_affine: bool = False,
         record_affine: bool = False,
         impl: str = "fast",
         device: torch.device | str | None = None,
@@ -281,6 +296,7 @@ class DynamicNorm2d(nn.Module):
         self.detach_sc_input = detach_sc_input
         self.fc2_init = check_choice("fc2_init", fc2_init, FC2_INITS)
         self.fc1_bias = fc1_bias
+        self.base_affine = base_affine
         self.record_affine = record_affine
         self.impl = check_choice("impl", impl, IMPLS)
         self.last_alpha: torch.Tensor | None = None
@@ -298,6 +314,14 @@ class DynamicNorm2d(nn.Module):
             device=device,
             dtype=dtype,
         )
+        # The base affine gamma, beta, under BN's names (absent, as in BatchNorm2d(affine=False),
+        # when off: the state dict of every stored result has no such keys).
+        if base_affine:
+            self.weight = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
+            self.bias = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
         # BN's buffers running_mean, running_var, num_batches_tracked (None if not tracked).
         register_running_stats(self, num_features, track_running_stats, device, dtype)
         self.reset_parameters()
@@ -318,6 +342,10 @@ class DynamicNorm2d(nn.Module):
         self.sc_module.reset_parameters()
         if self.fc2_init == "zeros":
             nn.init.zeros_(self.sc_module.fc2.weight)
+        if self.base_affine:
+            # gamma = 1, beta = 0: the layer starts as without the base affine
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = type(self).__name__
@@ -338,6 +366,8 @@ class DynamicNorm2d(nn.Module):
             sc.fc2.weight,
             use_batch_stats,
             self.eps,
+            weight=self.weight,
+            bias=self.bias,
             mode=self.mode,
             activation=self.activation,
             scale=self.scale,
@@ -375,6 +405,9 @@ class DynamicNorm2d(nn.Module):
         if self.detach_sc_input:
             z = z.detach()
         alpha, shift = self.sc_module(z)  # (N, C) or (C,) each
+        if self.base_affine:
+            # alpha = gamma f(s),  lambda = beta + h(t)
+            alpha, shift = alpha * self.weight, shift + self.bias
         if self.record_affine:
             self._record(alpha, shift)
         # eq. 7: X_hat = X_tilde * alpha + lambda, alpha and lambda broadcast over H, W
@@ -419,5 +452,6 @@ class DynamicNorm2d(nn.Module):
             f"track_running_stats={self.track_running_stats}, activation={self.activation}, "
             f"scale={self.scale}, shift={self.shift}, detach_sc_input={self.detach_sc_input}, "
             f"fc2_init={self.fc2_init}, fc1_bias={self.fc1_bias}, "
+            f"base_affine={self.base_affine}, "
             f"record_affine={self.record_affine}, impl={self.impl}"
         )

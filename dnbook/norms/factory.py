@@ -157,6 +157,14 @@ def _dn_options(mode: str) -> dict[str, Option]:
         "fc1_bias": Option(
             "fc1_bias", _default(DynamicNorm2d, "fc1_bias"), "true|false", _check_bool, legacy=False
         ),
+        # the book's own variant (issue 14), added after the stored results too
+        "base_affine": Option(
+            "base_affine",
+            _default(DynamicNorm2d, "base_affine"),
+            "true|false",
+            _check_bool,
+            legacy=False,
+        ),
     }
     del options["merge" if mode == "B" else "input"]
     return options
