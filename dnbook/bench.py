@@ -18,7 +18,12 @@ Usage::
 
 A spec ending in ``@reference`` builds the model with that spec and switches its
 :class:`~dnbook.norms.DynamicNorm2d` layers to the step-by-step teaching path
-(``impl="reference"``), to measure what the fast path saves.
+(``impl="reference"``), to measure what the fast path saves. A spec ending in ``@path=REV``
+runs its DynamicNorm2d layers through ``dnbook/norms/fast_dynamic.py`` as it was at the git
+revision ``REV`` of this repository (read with ``git show``), so that an earlier fast path and
+today's are timed side by side in one process::
+
+    python -m dnbook bench --specs bn dnb:r=16,g=1@path=b30379c dnb:r=16,g=1 --layer-shapes
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import json
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +51,7 @@ from torch.utils._pytree import tree_leaves
 from dnbook.engine.environment import REPO_ROOT, git_commit, hardware, versions
 from dnbook.models import mobilenet_v2
 from dnbook.norms import DynamicNorm2d, make_norm
+from dnbook.norms.batchnorm import update_running_stats
 
 BASELINE = "bn"
 REFERENCE_SUFFIX = "@reference"
@@ -79,30 +87,81 @@ def use_reference_path(module: nn.Module) -> nn.Module:
     return module
 
 
-def _split_spec(spec: str) -> tuple[str, bool]:
-    """``"dnb:r=16@reference"`` -> ``("dnb:r=16", True)``."""
-    reference = spec.endswith(REFERENCE_SUFFIX)
-    return (spec.removesuffix(REFERENCE_SUFFIX), reference)
+PATH_PREFIX = "path="
+FAST_PATH_FILE = "dnbook/norms/fast_dynamic.py"
+
+
+def fast_path_at(revision: str) -> types.ModuleType:
+    """``dnbook/norms/fast_dynamic.py`` as it was at git ``revision``, loaded as a module of
+    its own (it imports nothing from dnbook)."""
+    source = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "show", f"{revision}:{FAST_PATH_FILE}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"fast_dynamic_at_{revision}")
+    exec(compile(source, f"{revision}:{FAST_PATH_FILE}", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+def use_fast_path_at(module: nn.Module, revision: str) -> nn.Module:
+    """Run every DynamicNorm2d in ``module`` through the fast path of git ``revision`` (its
+    ``dynamic_norm`` functional, called as DynamicNorm2d.forward calls today's, without the
+    base affine, which earlier paths lack); return ``module``."""
+    functional = fast_path_at(revision).dynamic_norm
+
+    def forward(layer: DynamicNorm2d, x: torch.Tensor) -> torch.Tensor:
+        if layer.base_affine:
+            raise ValueError(f"the fast path at {revision} has no base affine")
+        use_batch_stats = layer.training or not layer.track_running_stats
+        sc = layer.sc_module
+        y, mean, var = functional(
+            x, layer.running_mean, layer.running_var, sc.fc1.weight, sc.fc1.bias,
+            sc.fc2.weight, use_batch_stats, layer.eps, mode=layer.mode,
+            activation=layer.activation, scale=layer.scale, shift=layer.shift,
+            merge=layer.merge, sc_input=layer.sc_input, detach_sc_input=layer.detach_sc_input,
+        )  # fmt: skip
+        if layer.training and layer.track_running_stats:
+            update_running_stats(layer, mean, var, x.numel() // x.shape[1])
+        return y
+
+    for layer in module.modules():
+        if isinstance(layer, DynamicNorm2d):
+            layer.forward = types.MethodType(forward, layer)
+    return module
+
+
+def _split_spec(spec: str) -> tuple[str, str | None]:
+    """``"dnb:r=16@reference"`` -> ``("dnb:r=16", "reference")``; no ``@``: ``(spec, None)``."""
+    norm, at, path = spec.partition("@")
+    return norm, (path if at else None)
+
+
+def _use_path(module: nn.Module, path: str | None) -> nn.Module:
+    """Switch ``module``'s DynamicNorm2d layers to the path a spec's suffix names."""
+    if path is None:
+        return module
+    if path == REFERENCE_SUFFIX[1:]:
+        return use_reference_path(module)
+    if path.startswith(PATH_PREFIX):
+        return use_fast_path_at(module, path.removeprefix(PATH_PREFIX))
+    raise ValueError(f"unknown path @{path}; expected @reference or @path=<git revision>")
 
 
 def build_model(spec: str, width: float, device: torch.device) -> nn.Module:
     """The CIFAR-stem MobileNetV2 with ``spec``'s norm, in training mode on ``device``."""
-    norm, reference = _split_spec(spec)
+    norm, path = _split_spec(spec)
     torch.manual_seed(0)
     model = mobilenet_v2(num_classes=NUM_CLASSES, norm=norm, width_mult=width, stem="cifar")
-    if reference:
-        use_reference_path(model)
-    return model.to(device).train()
+    return _use_path(model, path).to(device).train()
 
 
 def build_layer(spec: str, channels: int, device: torch.device) -> nn.Module:
     """One norm layer of ``spec`` with ``channels`` channels, in training mode on ``device``."""
-    norm, reference = _split_spec(spec)
+    norm, path = _split_spec(spec)
     torch.manual_seed(0)
-    layer = make_norm(norm)(channels)
-    if reference:
-        use_reference_path(layer)
-    return layer.to(device).train()
+    return _use_path(make_norm(norm)(channels), path).to(device).train()
 
 
 class Timer:
@@ -414,7 +473,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs="+",
         default=list(DEFAULT_SPECS),
         help="norm specs, the first is the baseline; a spec ending in "
-        f"{REFERENCE_SUFFIX} uses DynamicNorm2d's teaching path. "
+        f"{REFERENCE_SUFFIX} uses DynamicNorm2d's teaching path, one ending in @path=REV the "
+        "fast path of git revision REV. "
         f"Default: {' '.join(DEFAULT_SPECS)}",
     )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 128])

@@ -422,3 +422,25 @@ def test_per_channel_affine(channels_last, dtype):
     tolerance = {} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.02}
     torch.testing.assert_close(y.double(), expected, **tolerance)
     assert y.dtype == dtype and y.is_contiguous(memory_format=layout) and y._base is None
+
+
+OLD_PATH = "b30379c"  # main before this fast path (the first channels_last-aware one)
+
+
+def test_benchmark_times_an_earlier_fast_path_from_git():
+    try:
+        bench.fast_path_at(OLD_PATH)
+    except Exception:  # a shallow clone or no git: nothing to compare with
+        pytest.skip(f"git revision {OLD_PATH} not available")
+    old = bench.build_layer(f"dnb:r=4@path={OLD_PATH}", 16, torch.device("cpu")).double()
+    new = bench.build_layer("dnb:r=4", 16, torch.device("cpu")).double()
+    with torch.no_grad():
+        new.fc2.weight.normal_()
+    old.load_state_dict(new.state_dict())
+    x, grad_y = torch.randn(2, 4, 16, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(
+        _forward_backward(old, x, grad_y), _forward_backward(new, x, grad_y), **TOLERANCE
+    )
+    torch.testing.assert_close(old.running_var, new.running_var, **TOLERANCE)
+    with pytest.raises(ValueError, match="unknown path @triton"):
+        bench.build_layer("dnb:r=4@triton", 16, torch.device("cpu"))
