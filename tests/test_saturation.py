@@ -116,3 +116,18 @@ def test_the_record_lists_every_probed_step(monkeypatch):
     assert record["step"] == [0, 2, 4, 6]  # 6 steps: every 2nd, from 0, and the last
     assert len(record["all"]["alpha_saturated"]) == 4
     assert quiet_train(config(epochs=1)).saturation is None  # no DN-B layer: no probe
+
+
+def test_base_affine_layers_are_measured_on_the_generated_alpha_and_lambda():
+    from dnbook.engine import saturation
+    from dnbook.norms import DynamicNorm2d
+
+    layer = DynamicNorm2d(4, r=2, base_affine=True)
+    with torch.no_grad():
+        layer.weight.fill_(10.0), layer.bias.fill_(5.0)
+    # generated alpha = 2 sigma(s) at 1.99 and 1.0, lambda = tanh(t) at 0 and 0.999
+    layer.last_alpha = torch.tensor([[1.99, 1.0, 1.0, 1.0]]) * 10.0
+    layer.last_shift = torch.tensor([[0.0, 0.999, 0.0, 0.0]]) + 5.0
+    counts = saturation._layer_counts(layer, torch.ones(1, 2))
+    assert counts["alpha_saturated"] == [1, 4.0]
+    assert counts["lambda_saturated"] == [1, 4.0]

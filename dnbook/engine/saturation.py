@@ -56,6 +56,12 @@ def _near_bounds(values: torch.Tensor, bounds: tuple[float, float] | None) -> li
 def _layer_counts(layer: DynamicNorm2d, hidden: torch.Tensor) -> dict[str, list[float]]:
     """Per metric, [count, total] for one layer; ``hidden`` is FC1's output (N, C')."""
     alpha, shift = layer.last_alpha.float(), layer.last_shift.float()  # (N, C) each
+    if layer.base_affine:
+        # alpha = gamma f(s), lambda = beta + h(t): the bounds are f's and h's, so the
+        # generated parts are measured (a gamma of exactly 0 leaves f(s) unknown: dropped)
+        gamma, beta = layer.weight.detach().float(), layer.bias.detach().float()
+        alpha = (alpha / gamma)[:, gamma != 0]
+        shift = shift - beta
     counts = {
         "alpha_saturated": _near_bounds(alpha, ALPHA_BOUNDS.get(layer.scale)),
         "lambda_saturated": _near_bounds(shift, LAMBDA_BOUNDS.get(layer.shift)),
