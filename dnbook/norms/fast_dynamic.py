@@ -53,22 +53,39 @@ kernel launch with its fixed price, so fewer of them and no autograd graph betwe
 DN-C's (batch-shared, and the layer the paper found does not train) is an autograd graph
 differentiated with ``torch.autograd.grad`` (:class:`GraphCoefficients`).
 
-Both reductions are PyTorch's inference-mode BatchNorm backward kernel applied to the
-activation viewed as one sample of :math:`NC` channels: with running mean 0 and variance 1 it
-returns :math:`\sum_{hw} g x` and :math:`\sum_{hw} g` per channel from a single read of
-:math:`g` and :math:`x`, faster than ``(g * x).sum()`` (which writes a temporary) and
-``g.sum()`` together. The forward uses it with :math:`g = x = x'`.
+**Layouts.** Every pass works in the input's own memory format, so no activation is copied
+to another layout (``channels_last`` is what the CPU's convolutions are fastest in):
+
+- *contiguous* (N, C, H, W): both reductions are PyTorch's inference-mode BatchNorm backward
+  kernel applied to the activation viewed as one sample of :math:`NC` channels: with running
+  mean 0 and variance 1 it returns :math:`\sum_{hw} g x` and :math:`\sum_{hw} g` per channel
+  from a single read of :math:`g` and :math:`x` (the forward uses it with :math:`g = x = x'`).
+  The per-(n, c) affine maps (:math:`x' A + B`, and :math:`C_1 x' + C_0` in the backward) are
+  BatchNorm's inference kernel on the same view, with weight :math:`A` and bias :math:`B`:
+  one vectorized pass, where ``torch.addcmul`` with two operands broadcast along the pixels
+  would run an unvectorized loop.
+- *channels_last*, memory (N, H, W, C): viewed as (N, HW, C), with no copy. The reductions
+  sum over the middle dimension, vectorized along C; the affine maps are ``torch.addcmul``
+  with (N, 1, C) operands, whose innermost dimension is contiguous in every operand. There
+  :math:`\sum g x'` needs :math:`g x'` written once: into the memory that
+  :math:`\partial L/\partial x` overwrites next (and :math:`x'^2` into :math:`y`'s).
+
+**Allocations.** The forward allocates :math:`x'` and :math:`y`, the backward
+:math:`\partial L/\partial x`, and nothing else activation-sized: on a CPU a fresh tensor
+costs its page faults, as much as a pass or more, so the temporaries live in the output's
+memory before the output is written.
 
 :func:`dynamic_norm` is the functional: tensors and options in, ``(y, batch_mean, batch_var)``
 out; :class:`~dnbook.norms.DynamicNorm2d` owns the running statistics and the SC-module.
 
-Cost model, counted by ``dnbook.bench.memory_traffic`` at the ATen level (activation-sized
-reads / writes / new tensors, forward | backward; chapter 12): the teaching path 4/3/3 | 10/5/5,
-this path 4/3/2 | 6/3/1 (the shift is one more pass; the backward reads the saved
-:math:`x'` in place of :math:`x`), ``torch.nn.BatchNorm2d`` (one fused kernel each way)
-1/1/1 | 2/1/1.
-The price is kernel count: about 30 | 40 kernels for DN-B, most of them on (N, C) tensors,
-against BN's 3 | 3; on a 4x4 map they, not the passes, are most of DN-B's time.
+Cost model, counted by ``dnbook.bench.memory_traffic`` at the ATen level on a contiguous
+input (activation-sized reads / writes / new tensors, forward | backward, where the counter
+takes an allocation for a write; chapter 12): the teaching path 4/3/3 | 10/5/5, this path
+4/3/2 | 6/3/1 (the shift is one more pass; the backward reads the saved :math:`x'` in place of
+:math:`x`), ``torch.nn.BatchNorm2d`` (one fused kernel each way) 1/1/1 | 2/1/1.
+The price is kernel count: DN-B runs ten times as many kernels as BN's three each way, most of
+them on (N, C) tensors (the statistics, the SC-module, the coefficients); on a 4x4 map they,
+not the passes, are most of DN-B's time.
 
 Precision and dtypes: the statistics and the SC-module are computed in float32 for half-precision
 inputs (bf16 or float16, as under autocast; the SC-module runs with autocast off, in its
@@ -654,8 +671,9 @@ def dynamic_norm(
     stats_dtype = accumulation_dtype(input.dtype)
     if training:
         # K: one pixel per channel, near the channel's values (the output does not depend on
-        # it); a view of the input, read during this forward only
-        center = input.detach()[0, :, input.shape[2] // 2, input.shape[3] // 2]
+        # it); a copy, not a view: the backward keeps K, and a view would keep all of the
+        # input's memory alive until then (the backward needs only x - K)
+        center = input.detach()[0, :, input.shape[2] // 2, input.shape[3] // 2].clone()
     else:
         center = running_mean.detach().to(input.dtype)
     center_stats = _as(center, stats_dtype)
