@@ -203,6 +203,20 @@ def spatial_sums(a: Tensor, x: Tensor, scratch: Tensor | None = None) -> tuple[T
     written to ``scratch`` (a tensor of ``x``'s shape, dtype and layout that the caller
     overwrites next; a new one if ``None``) and both are reduced over the pixels of the
     (N, HW, C) views, vectorized along C.
+
+    Args:
+        a, x: (N, C, H, W), both contiguous or both ``channels_last`` (else made contiguous).
+        scratch: for ``channels_last`` float inputs, memory of ``x``'s shape and layout that
+            may be overwritten. Default: ``None`` (a new tensor).
+
+    Shape:
+        - Output: two (N, C) tensors
+
+    Example:
+        >>> a, x = torch.randn(2, 4, 3, 5, 5)
+        >>> sum_ax, sum_a = spatial_sums(a, x)
+        >>> torch.allclose(sum_ax, (a * x).sum((2, 3)), atol=1e-5)
+        True
     """
     n, c = x.shape[:2]
     acc = accumulation_dtype(x.dtype)
@@ -235,6 +249,20 @@ def per_channel_affine(
     would be broadcast along the innermost dimension, where ``addcmul`` with two broadcast
     operands runs an unvectorized loop; the inference-mode BatchNorm kernel on the
     (1, NC, H, W) view computes :math:`(x - 0) / \sqrt{1 + 0} \cdot A + B` vectorized instead.
+
+    Args:
+        x: (N, C, H, W), contiguous or ``channels_last``.
+        scale, shift: :math:`A, B`, (N, C) or (C,).
+        out: the output's memory. Default: ``None`` (a new tensor).
+
+    Shape:
+        - Output: :math:`(N, C, H, W)`, ``x``'s dtype and memory format
+
+    Example:
+        >>> x = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+        >>> y = per_channel_affine(x, torch.full((2, 3), 2.0), torch.ones(3))
+        >>> torch.allclose(y, 2 * x + 1), y.is_contiguous(memory_format=torch.channels_last)
+        (True, True)
     """
     n, c, h, w = x.shape
     # a new tensor in x's layout (not a view of one: autograd lets a custom Function's output
@@ -266,9 +294,10 @@ def grouped_linear(input: Tensor, weight: Tensor, groups: int) -> Tensor:
         return F.linear(input, weight)
     n = input.shape[0]
     if weight.shape[1] == 1 and _get_current_dispatch_mode() is None:
-        # one input per group (g=1): y_{k,j} = x_k W_{k,j}, one broadcast multiply, 2 to 4
-        # times faster than bmm on these sizes. Under a dispatch mode (FlopCounterMode counts
-        # the FCs' multiply-adds in chapter 4, and counts bmm, not mul) the bmm below runs.
+        # one input per group (g=1): y_{k,j} = x_k W_{k,j}, one broadcast multiply, cheaper
+        # than bmm's transposes and copy on these small sizes. Under a dispatch mode
+        # (FlopCounterMode counts the FCs' multiply-adds in chapter 4, and counts bmm, not
+        # mul) the bmm below runs.
         return (input[:, :, None] * weight.view(groups, -1)).view(n, -1)
     input_groups = input.reshape(n, groups, -1).transpose(0, 1)  # (G, N, in/G)
     weight_groups = weight.view(groups, -1, weight.shape[1])  # (G, out/G, in/G)
