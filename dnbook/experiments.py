@@ -539,6 +539,10 @@ DESIGN_V2_NORMS = {
     "DN-B unbounded": f"{dnb(16, 1)},scale=linear,shift=linear",
     # r = 4 at width 0.25 gives the SC-module the hidden widths r = 16 has at width 1.0
     "DN-B r=4": dnb(4, 1),
+    # not the paper's layer: a learnable per-channel base affine under the generated one,
+    # alpha = weight * 2 sigmoid(s), lambda = bias + tanh(t) (as IEBN and RBN do); it adds 2C
+    # parameters a layer, so the rule reports it and never chooses it (dnbook.claims.design)
+    "DN-B base affine (book's own)": f"{dnb(16, 1)},base_affine=true",
 }
 DESIGN_V2_LRS = (0.2, 0.5)  # lr* and 2.5 lr*, in the paper's units
 DESIGN_V2_VARIANTS = _lr_sweep(DESIGN_V2_NORMS, DESIGN_V2_LRS, model="resnet18") + _lr_sweep(
@@ -560,8 +564,10 @@ DNB_DESIGN_V2 = Experiment(
     "paper's 0.2 and 0.5), every seed of the profile, BN as the control. Each DN-B variant "
     "changes one choice against the incumbent default (alpha = 2 sigmoid(s), lambda = tanh(t), "
     "normalized SC input, no FC1 bias, r = 16): an FC1 bias, the raw input, alpha = 1 + s and "
-    "lambda = t (with and without weight decay on the SC-module), r = 4. The rule that picks "
-    "the default was written in dnbook.claims.design before any of these runs was trained.",
+    "lambda = t (with and without weight decay on the SC-module), r = 4; and, reported but "
+    "never chosen, the book's own learnable base affine (weight * f(s), bias + h(t)). The rule "
+    "that picks the default was written in dnbook.claims.design before any of these runs was "
+    "trained.",
     DESIGN_V2_VARIANTS,
 )
 EXPERIMENTS[DNB_DESIGN_V2.name] = DNB_DESIGN_V2
