@@ -48,6 +48,8 @@ ONE_ROUNDING = {"rtol": 2**-7, "atol": 1e-5}
 # bf16 matrix products (8 significant bits) and what follows them: within this fraction of the
 # tensor's largest magnitude (a sum of many bf16 products errs relative to the sum's scale).
 BF16_ARITHMETIC = 3e-2
+# bf16 matrix products in two memory layouts: two bf16 roundings at the tensor's scale.
+LAYOUT_BF16 = 2**-6
 # float32 results whose summation order differs (channels_last), amplified by a norm's backward.
 FLOAT32_ORDER = {"rtol": 1e-4, "atol": 1e-5}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -153,8 +155,20 @@ def test_channels_last_matches_contiguous(name, device, autocast):
         x_cl = x.to(memory_format=torch.channels_last)
         actual = train_step(channels_last, x_cl, grad_y, autocast)
         assert actual[0].is_contiguous(memory_format=torch.channels_last), "output layout"
-        # same values: float32 summation order only, or one bf16 rounding under autocast
-        assert_close(actual, expected, **(ONE_ROUNDING if autocast else FLOAT32_ORDER))
+        if not autocast or name in FLOAT32_INSIDE:
+            # same values: float32 summation order only, or one bf16 rounding under autocast
+            assert_close(actual, expected, **(ONE_ROUNDING if autocast else FLOAT32_ORDER))
+            continue
+        # bf16 matrix products: each layout's kernel sums its bf16 products in its own order
+        # and blocking (CPUs without native bf16 convert in chunks), so a result may differ by
+        # a rounding of the *terms*, i.e. relative to the tensor's scale, not to each element
+        y, grad_x, grads, buffers = actual
+        y_ref, gx_ref, grads_ref, buffers_ref = expected
+        pairs = [(y, y_ref), (grad_x, gx_ref)]
+        pairs += [(grads[k], grads_ref[k]) for k in grads]
+        pairs += [(buffers[k], buffers_ref[k]) for k in buffers]
+        for got, want in pairs:
+            assert_close_scaled(got.float(), want.float(), fraction=LAYOUT_BF16)
 
 
 @pytest.mark.parametrize("device", DEVICES)
