@@ -212,7 +212,7 @@ def _claims(args: argparse.Namespace) -> int:
 # TrainConfig fields that `train` exposes: (help, type). The profile supplies the fields of
 # PROFILE_FIELDS (and the epochs); the others default to TrainConfig's values.
 TRAIN_OPTIONS = {
-    "model": ("mobilenet_v2, resnet18 or resnet34", str),
+    "model": ("mobilenet_v2, resnet18, resnet34 or plain_cnn", str),
     "norm": (
         "norm layer spec, e.g. bn, gn:groups=8, mabn:buffer=4, se:r=16, dnb:r=16,g=1, "
         "dnb:r=16,g=oup, dnc:r=16,merge=fc1 (see dnbook.norms.NORM_SPECS)",

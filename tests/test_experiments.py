@@ -38,7 +38,15 @@ def _settings(name, profile="ci"):
 
 
 # Experiments of the book that are not in the paper.
-BOOK_ONLY = {"dnb_design", "dnb_design_v2", "table2_low_lr", "lr_sweep", "cpu_pilot"}
+BOOK_ONLY = {
+    "dnb_design",
+    "dnb_design_v2",
+    "table2_low_lr",
+    "lr_sweep",
+    "cpu_pilot",
+    "bn_testbed",
+    "small_batch_testbed",
+}
 
 
 def test_every_experiment_of_the_paper_is_registered():

@@ -70,7 +70,7 @@ def test_parse_spec_fills_defaults_from_the_layer_signatures():
 
 
 def test_norm_specs_lists_every_name():
-    assert set(NORM_SPECS) == {"bn", "gn", "mabn", "se", "dnb", "dnc"}
+    assert set(NORM_SPECS) == {"none", "bn", "gn", "mabn", "se", "dnb", "dnc"}
     assert all(spec.description for spec in NORM_SPECS.values())
 
 
@@ -134,7 +134,7 @@ def test_make_norm_wraps_a_callable():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("layernorm", "unknown norm 'layernorm'.*valid names: bn, gn, mabn, se, dnb, dnc"),
+        ("layernorm", "unknown norm 'layernorm'.*valid names: none, bn, gn, mabn, se, dnb, dnc"),
         ("", "unknown norm ''"),
         ("dnb:q=1", "unknown option 'q'.*valid options of dnb: r=<positive int>"),
         ("dnc:input=raw", "unknown option 'input'.*merge=<fc1\\|fc2>"),

@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from dnbook.models import MODEL_NAMES, build_model, mobilenet_v2, resnet18
+from dnbook.models import (
+    MODEL_NAMES,
+    PAPER_MODEL_NAMES,
+    PlainCNN,
+    build_model,
+    mobilenet_v2,
+    resnet18,
+)
 from dnbook.norms import CenConv2d, DynamicNorm2d, GroupNorm, SEBatchNorm2d
 
 torchvision = pytest.importorskip("torchvision")
@@ -30,13 +37,13 @@ def leaves(model: nn.Module) -> list[tuple[str, type]]:
     return [(name, type(m)) for name, m in model.named_modules() if not list(m.children())]
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", PAPER_MODEL_NAMES)
 def test_parameter_count_is_torchvisions(name):
     assert num_params(build_model(name)) == TORCHVISION_PARAMS[name]
     assert num_params(torchvision_model(name)) == TORCHVISION_PARAMS[name]
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", PAPER_MODEL_NAMES)
 def test_same_layers_and_outputs_as_torchvision(name):
     """Torchvision's weights load strictly and give the same outputs: the same network."""
     torch.manual_seed(0)
@@ -79,7 +86,7 @@ def final_feature_map(model: nn.Module, x: torch.Tensor) -> torch.Size:
     return shapes[0]
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", PAPER_MODEL_NAMES)
 def test_cifar_stem_keeps_a_4x4_map_for_32x32_input(name):
     x = torch.randn(2, 3, 32, 32)
     model = build_model(name, num_classes=10, stem="cifar", width_mult=0.25)
@@ -90,7 +97,7 @@ def test_cifar_stem_keeps_a_4x4_map_for_32x32_input(name):
     assert final_feature_map(imagenet, x)[-2:] == (1, 1)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", PAPER_MODEL_NAMES)
 def test_norm_callable_builds_every_norm_layer(name):
     channels = []
 
@@ -116,13 +123,13 @@ def test_norm_callable_builds_every_norm_layer(name):
         ("dnc:r=16,merge=fc1", DynamicNorm2d),
     ],
 )
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", PAPER_MODEL_NAMES)
 def test_norm_spec_replaces_every_norm_layer(name, spec, layer):
     model = build_model(name, norm=spec)
     assert sum(isinstance(m, layer) for m in model.modules()) == TORCHVISION_NORM_LAYERS[name]
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", PAPER_MODEL_NAMES)
 def test_mabn_builds_weight_centralized_convs(name):
     model = build_model(name, norm="mabn", num_classes=10, stem="cifar", width_mult=0.25)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -160,7 +167,7 @@ def test_model_init_leaves_norm_layers_alone():
     assert all(m.fc1.weight.std() > 0.01 for m in dn_layers if m.fc1.weight.numel() > 100)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", PAPER_MODEL_NAMES)
 def test_conv_and_classifier_init_as_torchvision(name):
     torch.manual_seed(0)
     model = build_model(name)
@@ -187,3 +194,31 @@ def test_bad_arguments_raise_value_error():
         mobilenet_v2(stem="tiny")
     with pytest.raises(ValueError, match="unknown norm"):
         resnet18(norm="layernorm")
+
+
+def test_model_names_are_the_papers_and_the_plain_cnn():
+    assert MODEL_NAMES == (*PAPER_MODEL_NAMES, "plain_cnn")
+
+
+@pytest.mark.parametrize("spec", ["none", "bn", "gn:groups=8", "mabn:buffer=4"])
+def test_plain_cnn_trains_with_each_testbed_norm(spec):
+    """Chapter 1 and 2's testbed: one norm layer after each of five convs; biases only with none."""
+    torch.manual_seed(0)
+    model = build_model("plain_cnn", num_classes=10, norm=spec, stem="cifar", width_mult=0.5)
+    assert isinstance(model, PlainCNN)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 64, 128, 128]
+    assert all((c.bias is not None) == (spec == "none") for c in convs)
+    assert all(isinstance(c, CenConv2d) == spec.startswith("mabn") for c in convs)
+    if spec == "none":
+        assert not any(isinstance(m, nn.BatchNorm2d | GroupNorm) for m in model.modules())
+    assert final_feature_map_plain(model) == (8, 8)
+    loss = nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.arange(4))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def final_feature_map_plain(model: PlainCNN) -> tuple[int, int]:
+    with torch.no_grad():
+        return tuple(model.eval().features(torch.randn(1, 3, 32, 32)).shape[-2:])

@@ -1,8 +1,10 @@
-"""The paper's networks, MobileNetV2, ResNet-18 and ResNet-34, with a pluggable norm layer.
+"""The paper's networks, MobileNetV2, ResNet-18 and ResNet-34, and the book's small plain CNN
+(chapters 1 and 2), each with a pluggable norm layer.
 
 Each builder takes ``(num_classes=100, norm="bn", width_mult=1.0, stem="imagenet")``; ``norm`` is
 a :func:`dnbook.norms.make_norm` spec or a ``channels -> nn.Module`` callable. The ImageNet form
 is torchvision's network module for module; ``stem="cifar"`` adapts it to 32x32 input.
+``plain_cnn`` (no torchvision counterpart) defaults to 10 classes and the CIFAR form.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from collections.abc import Callable
 from torch import nn
 
 from dnbook.models.mobilenet_v2 import InvertedResidual, MobileNetV2, mobilenet_v2
+from dnbook.models.plain_cnn import PlainCNN, plain_cnn
 from dnbook.models.resnet import BasicBlock, ResNet, resnet18, resnet34
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v2": mobilenet_v2,
     "resnet18": resnet18,
     "resnet34": resnet34,
+    "plain_cnn": plain_cnn,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+# The paper's networks: each is torchvision's, module for module (tests/test_models.py).
+PAPER_MODEL_NAMES: tuple[str, ...] = ("mobilenet_v2", "resnet18", "resnet34")
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
@@ -34,10 +40,13 @@ __all__ = [
     "MODEL_NAMES",
     "BasicBlock",
     "InvertedResidual",
+    "PAPER_MODEL_NAMES",
     "MobileNetV2",
+    "PlainCNN",
     "ResNet",
     "build_model",
     "mobilenet_v2",
+    "plain_cnn",
     "resnet18",
     "resnet34",
 ]

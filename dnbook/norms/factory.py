@@ -2,6 +2,7 @@
 
 A *spec* is a norm name, optionally followed by ``:`` and comma-separated ``key=value`` options::
 
+    none                   no normalization (nn.Identity): the baseline of chapter 1
     bn                     torch.nn.BatchNorm2d (the fast reference)
     bn:impl=scratch        dnbook's BatchNorm2d, written from the equations
     gn:groups=8            GroupNorm
@@ -174,7 +175,12 @@ def _build_dn(mode: str) -> Callable[..., DynamicNorm2d]:
     return lambda channels, **kwargs: DynamicNorm2d(num_features=channels, mode=mode, **kwargs)
 
 
+def _build_none(channels: int) -> nn.Module:
+    return nn.Identity()
+
+
 NORM_SPECS: dict[str, NormSpec] = {
+    "none": NormSpec("No normalization (nn.Identity): the baseline of chapter 1", _build_none),
     "bn": NormSpec(
         "BatchNorm: torch.nn.BatchNorm2d (impl=torch) or dnbook's BatchNorm2d (impl=scratch)",
         _build_bn,
