@@ -31,7 +31,8 @@ from dnbook.experiments import configs
 # The experiments each chapter reads (the notebooks' calls to the registry).
 CHAPTERS = {
     "00_tour": ("table2",),
-    "02_small_batches": ("small_batch",),
+    "01_batch_norm": ("bn_testbed",),
+    "02_small_batches": ("small_batch_testbed",),
     "05_dynamic_normalization": ("dnb_design_v2",),
     "06_dnc_failure": ("dnc_failure",),
     "07_mobilenetv2": ("table1", "table2", "table2_low_lr", "fig1"),
