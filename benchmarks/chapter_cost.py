@@ -23,7 +23,8 @@ from collections import defaultdict
 import pandas as pd
 
 from dnbook._io import write_json
-from dnbook.engine.environment import REPO_ROOT, hardware, versions
+from dnbook.engine import provenance
+from dnbook.engine.environment import REPO_ROOT
 from dnbook.engine.profiles import get_profile
 from dnbook.engine.store import load_results
 from dnbook.experiments import configs
@@ -103,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         out,
         {
             "profile": profile.name,
-            "command": " ".join([sys.executable, *sys.argv]),
-            "hardware": hardware(),
-            "versions": versions(),
+            **provenance.record(" ".join([sys.executable, *sys.argv])),
             "seconds_per_step": {
                 " ".join(map(str, k)): round(statistics.mean(v), 4) for k, v in per_step.items()
             },

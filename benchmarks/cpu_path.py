@@ -27,8 +27,10 @@ import time
 import torch
 from torch import nn
 
+from dnbook._io import write_json
 from dnbook.bench import Timer, interleaved, load_average
-from dnbook.engine.environment import REPO_ROOT, cpu_bf16_native, git_commit, hardware, versions
+from dnbook.engine import provenance
+from dnbook.engine.environment import REPO_ROOT, cpu_bf16_native
 from dnbook.models import build_model
 
 WIDTH = 0.25
@@ -75,11 +77,8 @@ def main() -> int:
     timer = Timer(torch.device("cpu"))
     started, load_before = time.perf_counter(), load_average()
     result = {
-        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-        "hardware": hardware(),
+        **provenance.record(" ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv])),
         "cpu_bf16_native": cpu_bf16_native(),
-        "versions": versions(),
-        "git_commit": git_commit(),
         "settings": vars(args) | {"width": WIDTH, "batch_size": BATCH},
         "load_average_before": load_before,
         "models": {},
@@ -130,7 +129,7 @@ def main() -> int:
     result["load_average_after"] = load_average()
     result["wall_time_s"] = time.perf_counter() - started
     out = REPO_ROOT / "results" / "bench" / "speed" / f"{args.name}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(out, result)
     print(f"wrote {out}")
     return 0
 

@@ -10,7 +10,6 @@ in memory; ``--inplace`` also saves each executed notebook, so one pass refreshe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -19,7 +18,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from dnbook.engine.environment import REPO_ROOT, hardware, versions
+from dnbook._io import write_json
+from dnbook.engine import provenance
+from dnbook.engine.environment import REPO_ROOT
 
 
 def chapter_paths(root: Path) -> list[Path]:
@@ -69,17 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         row = rows[-1]
         print(f"{row['seconds']:8.1f} s  {row['status']:<6} {row['notebook']}", flush=True)
     out = args.out or REPO_ROOT / "results" / "chapter_times" / f"{args.profile}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "profile": args.profile,
-        "command": " ".join([sys.executable, *sys.argv]),
-        "hardware": hardware(),
-        "versions": versions(),
+        **provenance.record(" ".join([sys.executable, *sys.argv])),
         "load_average_after": os.getloadavg(),
         "chapters": rows,
         "total_seconds": round(sum(r["seconds"] for r in rows), 1),
     }
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out, record)
     print(f"wrote {out}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 

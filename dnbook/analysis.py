@@ -15,17 +15,15 @@ that cannot be read is named in a :class:`dnbook.CorruptFileWarning` and measure
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from dnbook import _io
-from dnbook.engine import TrainConfig, environment, trained_model
+from dnbook.engine import TrainConfig, provenance, trained_model
 from dnbook.engine.store import results_roots, writable_results_dir
 
 
@@ -117,12 +115,8 @@ def measure(
         "profile": profile,
         "config": config.to_dict(),
         "value": value,
-        "command": list(sys.argv),
-        "hardware": environment.hardware(),
-        "versions": environment.versions(),
-        "git_commit": environment.git_commit(),
         "wall_time_s": time.perf_counter() - started,
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance.record(),
     }
     _io.write_json(path, record)
     return json.loads(json.dumps(value))  # what a later call will read back

@@ -29,7 +29,6 @@ today's are timed side by side in one process::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -48,7 +47,9 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from dnbook.engine.environment import REPO_ROOT, git_commit, hardware, versions
+from dnbook._io import write_json, write_text
+from dnbook.engine import provenance
+from dnbook.engine.environment import REPO_ROOT
 from dnbook.models import mobilenet_v2
 from dnbook.norms import DynamicNorm2d, make_norm
 from dnbook.norms.batchnorm import update_running_stats
@@ -547,12 +548,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     result = {
         "name": args.name or f"{device.type}-{stamp}",
-        "command": command,
         "started_utc": stamp,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "hardware": hardware(),
-        "versions": versions(),
-        "git_commit": git_commit(),
+        **provenance.record(command),
         "settings": {
             "specs": list(args.specs),
             "batch_sizes": list(args.batch_sizes),
@@ -592,8 +590,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     result["wall_time_s"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / result["name"]
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
+    write_json(stem.with_suffix(".json"), result)
+    write_text(stem.with_suffix(".md"), markdown(result))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
     return result
 

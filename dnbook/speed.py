@@ -22,12 +22,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,9 @@ import torch
 from scipy import stats
 from torch.nn import functional as F
 
-from dnbook.engine.environment import REPO_ROOT, git_commit, hardware, versions
+from dnbook._io import write_json, write_text
+from dnbook.engine import provenance
+from dnbook.engine.environment import REPO_ROOT
 from dnbook.engine.profiles import get_profile
 from dnbook.experiments import EXPERIMENTS
 
@@ -320,21 +320,15 @@ def run(args: argparse.Namespace, command: str) -> int:
         model, _, value = item.partition("=")
         targets[model] = float(value)
     result = compare_paths(args.experiment, targets, args.profile, args.results_dir)
-    result |= {
-        "command": command,
-        "hardware": hardware(),
-        "versions": versions(),
-        "git_commit": git_commit(),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    result |= provenance.record(command)
     if args.breakdown_steps:
         # The experiment's first configuration: the newest path of its first model.
         config = EXPERIMENTS[args.experiment].builder(get_profile(args.profile))[0]
         result["breakdown"] = step_breakdown(config, steps=args.breakdown_steps)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / (args.name or f"tta-{args.experiment}-{result['profile']}")
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
+    write_json(stem.with_suffix(".json"), result)
+    write_text(stem.with_suffix(".md"), markdown(result))
     print(markdown(result))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
     return 0

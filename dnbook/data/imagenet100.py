@@ -21,7 +21,6 @@ into class folders)::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from dnbook._io import write_json, write_text
 from dnbook.data.packed import save_packed
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -135,11 +135,11 @@ def build_imagenet100(
 
     out.mkdir(parents=True, exist_ok=True)
     written = {"classes": out / "classes.txt", "meta": out / "meta.json"}
-    written["classes"].write_text("".join(f"{wnid}\n" for wnid in classes))
+    write_text(written["classes"], "".join(f"{wnid}\n" for wnid in classes))
     for split, items in splits.items():
         written[split] = out / f"{split}.txt"
         lines = (f"{p.relative_to(imagenet).as_posix()} {label}\n" for p, label in items)
-        written[split].write_text("".join(lines))
+        write_text(written[split], "".join(lines))
 
     resized = {
         split: _resize_all((p for p, _ in items), sizes, workers) for split, items in splits.items()
@@ -165,5 +165,5 @@ def build_imagenet100(
         "sizes": list(sizes),
         "counts": {split: len(items) for split, items in splits.items()},
     }
-    written["meta"].write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(written["meta"], meta)
     return written

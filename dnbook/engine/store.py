@@ -26,14 +26,13 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dnbook import _io
-from dnbook.engine import distributed, environment
+from dnbook.engine import distributed, environment, provenance
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.trainer import train
 
@@ -267,11 +266,7 @@ def _train_and_store(
         "config": config.to_dict(),
         "seed": config.seed,
         **outcome.to_dict(),
-        "command": list(sys.argv),
-        "hardware": environment.hardware(),
-        "versions": environment.versions(),
-        "git_commit": environment.git_commit(),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance.record(),
     }
     if ctx.is_main:
         if outcome.best_state is not None:
