@@ -1,10 +1,11 @@
-"""The paper's experiments as named sets of training configurations.
+"""The paper's experiments, the registry's data: :data:`EXPERIMENTS`, by name.
 
-Each :class:`Experiment` builds its :class:`~dnbook.engine.TrainConfig` list from a
-:class:`~dnbook.engine.profiles.Profile`: the experiment fixes what is compared (model, norm
-layer, learning rate, batch size), the profile fixes the scale (dataset, subset, epochs, width,
-seeds). The same configuration in two experiments has the same hash, so it trains once and both
-read the one stored result.
+Each :class:`~dnbook.engine.runner.Experiment` builds its :class:`~dnbook.engine.TrainConfig`
+list from a :class:`~dnbook.engine.profiles.Profile`: the experiment fixes what is compared
+(model, norm layer, learning rate, batch size), the profile fixes the scale (dataset, subset,
+epochs, width, seeds). The same configuration in two experiments has the same hash, so it
+trains once and both read the one stored result. What is done with them (``configs``,
+``estimate``, ``reproduce``) is :mod:`dnbook.engine.runner`'s, re-exported here by name.
 
 Departures from the paper, common to every experiment (per-experiment ones are in each
 experiment's ``notes``):
@@ -31,15 +32,12 @@ experiment's ``notes``):
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
-from dnbook.engine import TrainConfig, run
-from dnbook.engine.profiles import PAPER_LR, Profile, get_profile
-
-PAPER_BATCH = 64
+from dnbook.engine.runner import PAPER_BATCH as PAPER_BATCH
+from dnbook.engine.runner import Experiment, Registry, ScaledExperiment, Variants
+from dnbook.engine.runner import train_config as train_config
+from dnbook.engine.runner import warmup_epochs as warmup_epochs
 
 
 def dnb(r: int = 16, g: int | str = 1) -> str:
@@ -68,109 +66,10 @@ def mabn(batch_size: int) -> str:
     return f"mabn:buffer={max(1, 32 // batch_size)}"
 
 
-def warmup_epochs(epochs: int, fraction: float | None = None) -> float:
-    """Linear warm-up length of a run of ``epochs``: ``fraction`` of the run where a profile
-    sets one, else one epoch capped at a fifth of the run."""
-    if fraction is not None:
-        return float(f"{fraction * epochs:.6g}")
-    return min(1.0, epochs / 5)
-
-
-def train_config(
-    profile: Profile,
-    *,
-    model: str = "mobilenet_v2",
-    norm: str = "bn",
-    lr: float = PAPER_LR,
-    batch_size: int = PAPER_BATCH,
-    seed: int | None = None,
-    absolute_lr: float | None = None,
-    **overrides,
-) -> TrainConfig:
-    """One configuration at ``profile``'s scale: its dataset, subset, width, stem, recipe and the
-    epochs for ``batch_size`` (see :meth:`Profile.epochs_for`). ``lr`` is in the paper's units
-    and becomes :meth:`Profile.scaled_lr` (``lr * lr_star / 0.2``), unless ``absolute_lr`` is
-    given (the learning-rate sweeps that define ``lr_star`` use it); ``seed`` defaults to the
-    first of the profile's seeds; ``overrides`` set any other :class:`TrainConfig` field."""
-    is_resnet = model.startswith("resnet")
-    epochs = profile.epochs_for(batch_size)
-    fields = {
-        "model": model,
-        "norm": norm,
-        "width_mult": profile.resnet_width_mult if is_resnet else profile.width_mult,
-        "stem": profile.stem,
-        "dataset": profile.dataset,
-        "n_train": profile.n_train,
-        "n_val": profile.n_val,
-        "n_test": profile.n_test,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "eval_batch_size": profile.eval_batch_size,
-        "lr": profile.scaled_lr(lr) if absolute_lr is None else absolute_lr,
-        "warmup_epochs": warmup_epochs(epochs, profile.warmup_fraction),
-        "seed": profile.seeds[0] if seed is None else seed,
-        **dict(profile.recipe),
-    }
-    fields.update(overrides)
-    return TrainConfig(**fields)
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """A named experiment of the paper.
-
-    Args:
-        name: the registry key (``python -m dnbook reproduce NAME``).
-        title: one line.
-        paper_ref: where the paper reports it.
-        notes: how this version departs from the paper, and why.
-        variants: ``(label, options)`` pairs; each options dict goes to :func:`train_config`
-            and is trained once per seed of the profile.
-        headline: a headline comparison of the paper, trained with the profile's
-            ``headline_seeds`` (see :meth:`~dnbook.engine.profiles.Profile.seeds_for`).
-            Default: ``False``
-    """
-
-    name: str
-    title: str
-    paper_ref: str
-    notes: str
-    variants: tuple[tuple[str, dict], ...]
-    headline: bool = False
-
-    def _labelled(self, profile: str | Profile | None) -> list[tuple[str, TrainConfig]]:
-        """(variant label, config) for every variant and every seed of ``profile``."""
-        profile = get_profile(profile)
-        return [
-            (label, train_config(profile, seed=seed, **options))
-            for label, options in self.variants
-            for seed in profile.seeds_for(self.headline)
-        ]
-
-    def builder(self, profile: str | Profile | None = None) -> list[TrainConfig]:
-        """The experiment's configurations at ``profile``: every variant times every seed."""
-        return _unique(config for _, config in self._labelled(profile))
-
-    def labels(self, profile: str | Profile | None = None) -> dict[str, str]:
-        """Config hash -> the variant's label, for tables and plot legends."""
-        return {config.hash(): label for label, config in self._labelled(profile)}
-
-
-def _unique(configs: Iterable[TrainConfig]) -> list[TrainConfig]:
-    """``configs`` without repeats (same hash), in first-seen order."""
-    seen: dict[str, TrainConfig] = {}
-    for config in configs:
-        seen.setdefault(config.hash(), config)
-    return list(seen.values())
-
-
 BN = ("BN", {"norm": "bn"})
 DNB_16_1 = ("DN-B(16,1)", {"norm": dnb(16, 1)})
 DNB_16_OUP = ("DN-B(16,oup)", {"norm": dnb(16, "oup")})
 SMALL_BATCHES = (2, 4, 8, 16, 64)
-
-
-Variants = tuple[tuple[str, dict], ...]
 
 
 def _lr_sweep(norms: dict[str, str], lrs: Iterable[float], **common) -> Variants:
@@ -312,39 +211,7 @@ _EXPERIMENTS = [
     ),
 ]
 
-EXPERIMENTS: dict[str, Experiment] = {experiment.name: experiment for experiment in _EXPERIMENTS}
-
-
-@dataclass(frozen=True)
-class ScaledExperiment(Experiment):
-    """An experiment that departs from the profile's scale or seeds at some profiles.
-
-    Args:
-        scale: profile name -> :class:`TrainConfig` fields that replace the profile's (subset
-            sizes, width, epochs) for this experiment only.
-        seeds: profile name -> the seeds of every variant (default: the profile's).
-        extra: profile name -> more variants at that profile; a ``"seed"`` option trains one
-            of them with that seed only.
-        ci_variants: the variants at the ``ci`` profile (default: ``variants``).
-    """
-
-    scale: dict[str, dict] = field(default_factory=dict)
-    seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    extra: dict[str, Variants] = field(default_factory=dict)
-    ci_variants: Variants = ()
-
-    def _labelled(self, profile: str | Profile | None) -> list[tuple[str, TrainConfig]]:
-        profile = get_profile(profile)
-        variants = self.ci_variants if profile.name == "ci" and self.ci_variants else self.variants
-        scale = self.scale.get(profile.name, {})
-        labelled = []
-        for label, options in variants + self.extra.get(profile.name, ()):
-            options = {**scale, **options}
-            seed = options.pop("seed", None)
-            default = profile.seeds_for(self.headline)
-            seeds = self.seeds.get(profile.name, default) if seed is None else (seed,)
-            labelled += [(label, train_config(profile, seed=s, **options)) for s in seeds]
-        return labelled
+EXPERIMENTS = Registry({experiment.name: experiment for experiment in _EXPERIMENTS})
 
 
 SMALL_BATCH = ScaledExperiment(
@@ -645,117 +512,9 @@ EXPERIMENTS[BN_TESTBED.name] = BN_TESTBED
 EXPERIMENTS[SMALL_BATCH_TESTBED.name] = SMALL_BATCH_TESTBED
 
 
-def experiment_names(name_or_all: str) -> list[str]:
-    """``[name]``, or every experiment's name for ``"all"``.
-
-    Raises:
-        ValueError: for an unknown name.
-    """
-    if name_or_all == "all":
-        return list(EXPERIMENTS)
-    if name_or_all not in EXPERIMENTS:
-        raise ValueError(
-            f"unknown experiment {name_or_all!r}; expected 'all' or one of {', '.join(EXPERIMENTS)}"
-        )
-    return [name_or_all]
-
-
-def configs(
-    name_or_all: str, profile: str | Profile | None = None, only: str | None = None
-) -> list[TrainConfig]:
-    """The distinct configurations of one experiment, or of all of them, at ``profile``.
-
-    Args:
-        only: a regular expression; keep the variants whose label it matches (``re.search``),
-            for example ``"^BN"`` for an experiment's BN rows. Default: every variant.
-
-    Raises:
-        ValueError: for an unknown experiment, or an ``only`` that is not a valid expression or
-            matches no variant.
-    """
-    names = experiment_names(name_or_all)
-    labelled = [pair for name in names for pair in EXPERIMENTS[name]._labelled(profile)]
-    if only is not None:
-        try:
-            pattern = re.compile(only)
-        except re.error as error:
-            raise ValueError(f"--only {only!r} is not a regular expression: {error}") from None
-        labelled = [(label, config) for label, config in labelled if pattern.search(label)]
-        if not labelled:
-            raise ValueError(f"--only {only!r} matches no variant of {name_or_all}")
-    return _unique(config for _, config in labelled)
-
-
-def estimate(
-    name_or_all: str, profile: str | Profile | None = None, only: str | None = None
-) -> int:
-    """Training images that ``reproduce(name_or_all, profile)`` processes from scratch (every
-    epoch of every distinct configuration; evaluation passes not counted)."""
-    profile = get_profile(profile)
-    return sum(
-        config.epochs * _train_images(config, profile)
-        for config in configs(name_or_all, profile, only)
-    )
-
-
-def estimate_steps(
-    name_or_all: str, profile: str | Profile | None = None, only: str | None = None
-) -> int:
-    """Optimizer steps of the same runs (a GPU step at small batch costs about as much as a big
-    one, so steps, not images, predict GPU time)."""
-    profile = get_profile(profile)
-    return sum(
-        config.epochs * math.ceil(_train_images(config, profile) / config.batch_size)
-        for config in configs(name_or_all, profile, only)
-    )
-
-
-def _train_images(config: TrainConfig, profile: Profile) -> int:
-    """Images per epoch: the config's own subset where an experiment sets one (dnb_design does),
-    else the profile's."""
-    return config.n_train or profile.train_images
-
-
-def _run_one(config: TrainConfig, profile_name: str, run_kwargs: dict) -> dict:
-    return run(config, profile=profile_name, **run_kwargs)
-
-
-def reproduce(
-    name_or_all: str,
-    profile: str | Profile | None = None,
-    progress: bool = True,
-    jobs: int = 1,
-    only: str | None = None,
-    **run_kwargs,
-) -> list[dict]:
-    """Train (or read back from the results store) every configuration of an experiment.
-
-    Args:
-        name_or_all: an :data:`EXPERIMENTS` key, or ``"all"``.
-        profile: a profile or its name (default: :func:`get_profile`'s choice).
-        progress: show progress bars (only with ``jobs=1``).
-        jobs: runs trained at once, each in its own process (for one GPU shared by several
-            launch-bound runs); finished runs are skipped either way.
-        only: keep the variants whose label matches this regular expression (see
-            :func:`configs`).
-        **run_kwargs: passed to :func:`dnbook.engine.run` (``results_root``, ``device``,
-            ``resume``).
-
-    Returns:
-        The stored result of each configuration, in :func:`configs` order.
-    """
-    profile = get_profile(profile)
-    todo = configs(name_or_all, profile, only)
-    if jobs <= 1:
-        return [
-            run(config, profile=profile.name, progress=progress, **run_kwargs) for config in todo
-        ]
-    # Imported here: only this path needs processes.
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    run_kwargs = {**run_kwargs, "progress": False}
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run_one, config, profile.name, run_kwargs) for config in todo]
-        return [future.result() for future in futures]
+# What can be asked of the registry by an experiment's name (see dnbook.engine.runner).
+experiment_names = EXPERIMENTS.names
+configs = EXPERIMENTS.configs
+estimate = EXPERIMENTS.estimate
+estimate_steps = EXPERIMENTS.estimate_steps
+reproduce = EXPERIMENTS.reproduce

@@ -4,8 +4,7 @@ every profile, keeps the paper's settings, shares repeated runs, and stays cheap
 import pytest
 import torch
 
-import dnbook.experiments as experiments
-from dnbook.engine import TrainConfig
+from dnbook.engine import TrainConfig, runner
 from dnbook.engine.profiles import PROFILES, Profile, get_profile
 from dnbook.experiments import (
     EXPERIMENTS,
@@ -175,7 +174,7 @@ def test_reproduce_runs_each_distinct_config_once(monkeypatch):
         calls.append((config.hash(), profile, kwargs))
         return {"status": "finished", "config": config.to_dict()}
 
-    monkeypatch.setattr(experiments, "run", fake_run)
+    monkeypatch.setattr(runner, "run", fake_run)
     results = reproduce("table2", "ci", progress=False, results_root="/nowhere")
     expected = configs("table2", "ci")
     assert [r["config"] for r in results] == [c.to_dict() for c in expected]
