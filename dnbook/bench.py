@@ -48,6 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from dnbook._io import write_json, write_text
+from dnbook.data.registry import DATASETS
 from dnbook.engine import provenance
 from dnbook.engine.environment import REPO_ROOT
 from dnbook.models import mobilenet_v2
@@ -76,7 +77,7 @@ QUICK = {
     "width": 0.25,
     "layer_shapes": [(4, 16, 4, 4)],
 }
-NUM_CLASSES = 10
+NUM_CLASSES = DATASETS["cifar10"].num_classes
 IMAGE_SIZE = 32
 
 

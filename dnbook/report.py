@@ -19,6 +19,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from dnbook._io import write_text
+from dnbook.data.registry import DATASETS
 from dnbook.engine import TrainConfig, load_results, results_dir, results_frame
 from dnbook.engine.profiles import Profile, get_profile
 from dnbook.experiments import EXPERIMENTS
@@ -89,20 +90,12 @@ def curves_frame(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["hash", "seed", "epoch", "split", "accuracy"])
 
 
-# Images in each split of the datasets whose splits are fixed (a config's ``None`` subset size
-# means the whole split).
-SPLIT_SIZES = {
-    "cifar10": {"train": 45_000, "val": 5_000, "test": 10_000},
-    "cifar100": {"train": 45_000, "val": 5_000, "test": 10_000},
-}
-
-
 def split_size(config, split: str) -> int:
     """Images in ``split`` (``"train"``, ``"val"`` or ``"test"``) of a run's config (a dict or a
     row of :func:`runs_frame`): its own subset size, else the whole split of its dataset."""
     value = config[f"n_{split}"]
     if value is None or value != value:  # None, or NaN in a DataFrame column
-        return SPLIT_SIZES[config["dataset"]][split]
+        return DATASETS[config["dataset"]].splits[split]
     return int(value)
 
 

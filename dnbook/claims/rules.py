@@ -22,7 +22,6 @@ from dnbook.claims.verdicts import (
     INCONCLUSIVE,
     MIN_SEEDS,
     NOT_TESTED,
-    NUM_CLASSES,
     TEST,
     Evaluation,
     at_chance,
@@ -144,7 +143,7 @@ class PairedGain:
     def values(self, runs: pd.DataFrame) -> pd.DataFrame:
         """``metric`` per seed (rows) and variant (columns), diverged runs at chance for an
         accuracy, and only the seeds that every variant has."""
-        instead = 100.0 / runs["dataset"].map(NUM_CLASSES) if "acc" in self.metric else np.nan
+        instead = runs["dataset"].map(chance) if "acc" in self.metric else np.nan
         values = runs[self.metric].astype(float).where(runs["status"] != "diverged", instead)
         table = (
             runs.assign(value=values, variant=runs["variant"].astype(str))

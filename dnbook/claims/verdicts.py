@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from dnbook.data.registry import DATASETS
+
 HOLDS, FAILS, INCONCLUSIVE, NOT_TESTED = "holds", "does not hold", "inconclusive", "not tested"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_TESTED)
 
@@ -60,8 +62,6 @@ CHANCE_MARGIN = 2.0
 The binomial standard error of a chance-level accuracy on 1,000 test images of 10 classes is
 sqrt(0.1 x 0.9 / 1000) = 0.95 points, so this margin is about two standard errors at the
 smallest test set a stored profile uses."""
-
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100_32": 100, "imagenet100_64": 100}
 
 # The paper's "Test" column: test accuracy of the weights with the best validation accuracy.
 TEST = "test_acc_at_best_val"
@@ -128,7 +128,7 @@ def side_of(interval: Interval, threshold: float, higher: bool = True) -> str:
 
 def chance(dataset: str) -> float:
     """Chance accuracy (percent) of ``dataset``: 100 / classes."""
-    return 100.0 / NUM_CLASSES[dataset]
+    return 100.0 / DATASETS[dataset].num_classes
 
 
 def learned_threshold(dataset: str) -> float:
@@ -146,12 +146,12 @@ def learned(runs: pd.DataFrame, dataset: str) -> tuple[bool, str]:
     acc = runs[TEST].astype(float).where(runs["status"] != "diverged", chance(dataset)).mean()
     loss = runs["train_loss"].astype(float).where(runs["status"] != "diverged", math.inf).mean()
     need_acc = learned_threshold(dataset)
-    need_loss = LEARNED_LOSS_FRACTION * math.log(NUM_CLASSES[dataset])
+    need_loss = LEARNED_LOSS_FRACTION * math.log(DATASETS[dataset].num_classes)
     ok = bool(acc >= need_acc and loss < need_loss)
     words = (
         f"mean test {acc:.1f}% ({'>=' if acc >= need_acc else '<'} {need_acc:.1f}%), "
         f"train loss {loss:.2f} ({'<' if loss < need_loss else '>='} {need_loss:.2f} = "
-        f"{LEARNED_LOSS_FRACTION:g} ln {NUM_CLASSES[dataset]})"
+        f"{LEARNED_LOSS_FRACTION:g} ln {DATASETS[dataset].num_classes})"
     )
     return ok, words
 

@@ -31,10 +31,11 @@ from PIL import Image, ImageOps
 
 from dnbook._io import write_json, write_text
 from dnbook.data.packed import save_packed
+from dnbook.data.registry import DATASETS
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-NUM_CLASSES = 100
-VAL_FRACTION = 0.2
+NUM_CLASSES = DATASETS["imagenet100_32"].num_classes
+VAL_FRACTION = DATASETS["imagenet100_32"].val_fraction
 
 
 def list_images(folder: Path) -> dict[str, list[Path]]:

@@ -26,16 +26,12 @@ from dnbook.data.paths import (
     candidate_paths,
     describe_locations,
 )
+from dnbook.data.registry import dataset_info
 from dnbook.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from dnbook.data.synthetic import synthetic_splits
 
-DATASET_NAMES = ("cifar10", "cifar100", "imagenet100_32", "imagenet100_64", "synthetic")
-# Fraction of the official training set kept for validation where the packed file has no
-# validation split of its own: 5,000 of CIFAR's 50,000.
-VAL_FRACTION = 0.1
 # The validation split is a property of the dataset, not of a run: its seed is fixed.
 SPLIT_SEED = 0
-SYNTHETIC_DEFAULT_SIZES = {"train": 1_000, "val": 200, "test": 200}
 
 
 @dataclass(eq=False)
@@ -219,15 +215,14 @@ def load_dataset(
         >>> data.train_x.shape, data.train_x.dtype
         (torch.Size([100, 3, 32, 32]), torch.uint8)
     """
-    if name not in DATASET_NAMES:
-        raise ValueError(f"dataset must be one of {DATASET_NAMES}, got {name!r}")
+    info = dataset_info(name)
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for split, size in sizes.items():
         _check_size(f"n_{split}", size)
 
     # Each split as (images, labels, indices of its samples in them).
     if name == "synthetic":
-        wanted = {s: SYNTHETIC_DEFAULT_SIZES[s] if n is None else n for s, n in sizes.items()}
+        wanted = {s: info.splits[s] if n is None else n for s, n in sizes.items()}
         generated = synthetic_splits(wanted["train"], wanted["val"], wanted["test"], seed)
         splits = {s: (x, y.numpy(), np.arange(len(y))) for s, (x, y) in generated.items()}
         classes, source = SYNTHETIC_CLASSES, f"synthetic stripes, generated with seed {seed}"
@@ -242,7 +237,7 @@ def load_dataset(
         }
         if "val" not in splits:
             x, y, everything = splits["train"]
-            val_index = balanced_subset(y, round(VAL_FRACTION * len(y)), SPLIT_SEED)
+            val_index = balanced_subset(y, round(info.val_fraction * len(y)), SPLIT_SEED)
             splits["train"] = (x, y, np.setdiff1d(everything, val_index, assume_unique=True))
             splits["val"] = (x, y, val_index)
 

@@ -17,8 +17,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-NUM_CLASSES = 10
-IMAGE_SIZE = 32
+from dnbook.data.registry import DATASETS
+
+NUM_CLASSES = DATASETS["synthetic"].num_classes
+IMAGE_SIZE = DATASETS["synthetic"].image_size
 CLASSES = tuple(f"pattern{k}" for k in range(NUM_CLASSES))
 
 

@@ -31,16 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-# Training images of each dataset's train split after the validation split is carved off
-# (CIFAR: 50,000 - 5,000). ImageNet-100 keeps 80% of about 1,300 images per class for 100
-# classes; its size depends on the classes drawn, so this one is approximate.
-TRAIN_SPLIT_SIZES = {
-    "cifar10": 45_000,
-    "cifar100": 45_000,
-    "imagenet100_32": 102_000,
-    "imagenet100_64": 102_000,
-}
-
+from dnbook.data.registry import DATASETS
 
 # The learning rate of the paper's main experiments (MobileNetV2 and ResNets at batch 64): the
 # unit in which experiments name their learning rates.
@@ -122,7 +113,7 @@ class Profile:
     @property
     def train_images(self) -> int:
         """Training images per epoch (approximate for ImageNet-100's whole split)."""
-        return self.n_train if self.n_train is not None else TRAIN_SPLIT_SIZES[self.dataset]
+        return self.n_train if self.n_train is not None else DATASETS[self.dataset].splits["train"]
 
 
 PROFILES: dict[str, Profile] = {

@@ -32,9 +32,11 @@ from typing import Any
 import torch
 
 from dnbook import _io
+from dnbook.data.registry import DATASETS
 from dnbook.engine import distributed, environment, provenance
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.trainer import train
+from dnbook.models import build_model
 
 try:  # advisory file locks: POSIX only; elsewhere two processes may train the same run
     import fcntl
@@ -325,8 +327,6 @@ def trained_model(
     Raises:
         ValueError: for a stored run that diverged (it has no weights).
     """
-    from dnbook.models import build_model
-
     path = weights_path(config)
     state = _read_weights(path)
     if state is None:
@@ -349,12 +349,9 @@ def trained_model(
         # the retrained model is at hand: no second load of the dataset to rebuild it
         outcome.model.load_state_dict(outcome.best_state)
         return outcome.model.cpu().eval()
-    from dnbook.engine.trainer import load_splits
-
-    num_classes = len(load_splits(config).classes)
     model = build_model(
         config.model,
-        num_classes=num_classes,
+        num_classes=DATASETS[config.dataset].num_classes,
         norm=config.norm,
         width_mult=config.width_mult,
         stem=config.stem,
