@@ -83,7 +83,7 @@ def check_seed(value: int | None) -> None:
 def _train(args: argparse.Namespace) -> int:
     from dnbook.engine import distributed
     from dnbook.engine.profiles import get_profile
-    from dnbook.engine.store import run_stored
+    from dnbook.engine.runs import run_stored
     from dnbook.experiments import train_config
 
     with _arguments():

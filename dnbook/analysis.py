@@ -24,7 +24,8 @@ from torch import nn
 
 from dnbook import _io
 from dnbook.engine import TrainConfig, provenance, trained_model
-from dnbook.engine.store import results_roots, writable_results_dir
+from dnbook.engine.store import load_measurements as load_measurements
+from dnbook.engine.store import read_measurement, results_roots, writable_results_dir
 
 
 def analysis_path(
@@ -38,36 +39,6 @@ def analysis_path(
         if path.is_file() and read_measurement(path, warn=False) is not None:
             return path
     return writable_results_dir(results_root) / profile / "analysis" / filename
-
-
-def read_measurement(path: str | Path, *, warn: bool = True) -> dict[str, Any] | None:
-    """The stored measurement record at ``path`` (with ``name``, ``hash``, ``config``,
-    ``value`` and provenance), or ``None`` for a file that cannot be read (with a
-    :class:`dnbook.CorruptFileWarning` naming it when ``warn``)."""
-    record, reason = _io.read_json(path)
-    if reason is None and not (
-        isinstance(record, dict) and "value" in record and isinstance(record.get("hash"), str)
-    ):
-        reason = "not a measurement record (no 'value' or 'hash')"
-    if reason is not None:
-        if warn:
-            _io.warn_corrupt(path, reason, "skipped")
-        return None
-    return record
-
-
-def load_measurements(
-    name: str, profile: str, results_root: str | Path | None = None
-) -> dict[str, dict[str, Any]]:
-    """Every readable stored measurement ``name`` at ``profile``, by config hash (the first
-    root that has one wins); unreadable files are skipped with a warning naming them."""
-    found: dict[str, dict[str, Any]] = {}
-    for root in results_roots(results_root):
-        for path in sorted((root / profile / "analysis").glob(f"{name}-*.json")):
-            digest = path.stem.removeprefix(f"{name}-")
-            if digest not in found and (record := read_measurement(path)) is not None:
-                found[digest] = record
-    return found
 
 
 def measure(

@@ -19,9 +19,12 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from dnbook._io import write_text
-from dnbook.data.registry import DATASETS
-from dnbook.engine import TrainConfig, load_results, results_dir, results_frame
+from dnbook.engine import load_results, results_dir, store
 from dnbook.engine.profiles import Profile, get_profile
+from dnbook.engine.store import PROFILE_ORDER as PROFILE_ORDER
+from dnbook.engine.store import curves_frame as curves_frame
+from dnbook.engine.store import runs_frame as runs_frame
+from dnbook.engine.store import split_size as split_size
 from dnbook.experiments import EXPERIMENTS
 
 # Result keys of the three accuracy columns (percent), and their headers.
@@ -59,96 +62,18 @@ def final_metrics(result: dict) -> dict[str, float]:
     }
 
 
-def runs_frame(results: list[dict]) -> pd.DataFrame:
-    """The engine's :func:`~dnbook.engine.results_frame` plus the columns the report needs:
-    ``family`` (the hash of the config with seed 0: runs that differ only by seed share it) and
-    ``hardware`` (the GPU, else the CPU)."""
-    frame = results_frame(results)
-    frame["family"] = [TrainConfig.from_dict(r["config"]).replace(seed=0).hash() for r in results]
-    frame["hardware"] = [
-        (r.get("hardware") or {}).get("gpu") or (r.get("hardware") or {}).get("cpu") or "?"
-        for r in results
-    ]
-    return frame
-
-
-def curves_frame(results: list[dict]) -> pd.DataFrame:
-    """One row per run, epoch and split: ``hash, seed, epoch, split, accuracy``."""
-    rows = [
-        {
-            "hash": result["hash"],
-            "seed": result["config"]["seed"],
-            "epoch": row["epoch"],
-            "split": split,
-            "accuracy": row[f"{split}_acc"],
-        }
-        for result in results
-        for row in result.get("curves") or []
-        for split in ("val", "test")
-        if row.get(f"{split}_acc") is not None
-    ]
-    return pd.DataFrame(rows, columns=["hash", "seed", "epoch", "split", "accuracy"])
-
-
-def split_size(config, split: str) -> int:
-    """Images in ``split`` (``"train"``, ``"val"`` or ``"test"``) of a run's config (a dict or a
-    row of :func:`runs_frame`): its own subset size, else the whole split of its dataset."""
-    value = config[f"n_{split}"]
-    if value is None or value != value:  # None, or NaN in a DataFrame column
-        return DATASETS[config["dataset"]].splits[split]
-    return int(value)
-
-
-# Profiles from the largest to the smallest: what a chapter shows when several have results.
-# The new `cpu` profile is left out until the experiment chapters are re-executed on its runs
-# (so far it holds the stage-0 sweep and the pilots, which no chapter shows): a chapter must not
-# mix its few first runs with cpu_v1's for the other variants.
-PROFILE_ORDER = ("paper", "gpu", "cpu_v1", "ci")
-
-
 def experiment_runs(
     name: str, profile: str | Profile, results_root: str | Path | None = None
 ) -> tuple[pd.DataFrame, list[dict]]:
-    """The stored runs of experiment ``name`` at ``profile``: a :func:`runs_frame` with a
-    ``variant`` column (the registry's label) and a ``profile`` column, in the experiment's
-    variant order and then by seed, and the result dicts themselves. Both are empty when
-    nothing is stored."""
-    profile = get_profile(profile)
-    labels = EXPERIMENTS[name].labels(profile)
-    results = [r for r in load_results(profile.name, results_root) if r["hash"] in labels]
-    if not results:
-        return pd.DataFrame(), []
-    frame = runs_frame(results)
-    order = list(dict.fromkeys(labels.values()))
-    frame["variant"] = pd.Categorical(frame["hash"].map(labels), order)
-    frame["profile"] = profile.name
-    frame = frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True)
-    return frame, results
+    """:func:`dnbook.engine.store.experiment_runs` of the registry's experiment ``name``."""
+    return store.experiment_runs(EXPERIMENTS[name], profile, results_root)
 
 
 def largest_stored(
     name: str, results_root: str | Path | None = None
 ) -> tuple[pd.DataFrame, list[dict]]:
-    """For every variant of experiment ``name``, the runs of the largest profile (in
-    :data:`PROFILE_ORDER`) that has that variant stored; a grid half done at a large profile
-    is completed from a smaller one, and the ``profile`` column says which is which."""
-    frames, results = [], []
-    for profile_name in PROFILE_ORDER:
-        frame, stored = experiment_runs(name, profile_name, results_root)
-        if frame.empty:
-            continue
-        shown = {v for f in frames for v in f["variant"]}
-        keep = ~frame["variant"].isin(shown)
-        frames.append(frame[keep])
-        kept = set(frame.loc[keep, "hash"])
-        results += [r for r in stored if r["hash"] in kept]
-    if not frames:
-        return pd.DataFrame(), []
-    order = [label for label, _ in EXPERIMENTS[name].variants]
-    order += [v for f in frames for v in f["variant"].cat.categories if v not in order]
-    frame = pd.concat([f.astype({"variant": str}) for f in frames], ignore_index=True)
-    frame["variant"] = pd.Categorical(frame["variant"], list(dict.fromkeys(order)))
-    return frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True), results
+    """:func:`dnbook.engine.store.largest_stored` of the registry's experiment ``name``."""
+    return store.largest_stored(EXPERIMENTS[name], results_root)
 
 
 def seed_stats(runs: pd.DataFrame, metric: str = "test_acc_at_best_val") -> pd.DataFrame:

@@ -22,7 +22,7 @@ from dnbook.engine import (
     trained_model,
     weights_path,
 )
-from dnbook.engine import store as store_module
+from dnbook.engine import runs as store_module
 from dnbook.engine.trainer import WarmupCosine, param_groups
 
 NUM_CLASSES = 4

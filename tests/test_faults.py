@@ -200,7 +200,7 @@ def _job(job: dict) -> int:
     register()
     _kill_plan(job.get("kill"))
     if job.get("trace"):  # record every training this process starts
-        import dnbook.engine.store as store
+        import dnbook.engine.runs as store
 
         train = store.train
 

@@ -10,17 +10,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dnbook.analysis import load_measurements
+from dnbook.engine.store import PROFILE_ORDER, experiment_runs, load_measurements
 from dnbook.experiments import EXPERIMENTS
-from dnbook.report import PROFILE_ORDER, experiment_runs
 
 
 class ResultsStore:
     """Each experiment's runs at each profile, and the measurements of trained models
     (``dnbook.analysis.measure``), each read from disk once.
 
-    A claim reads the runs of the largest profile (:data:`dnbook.report.PROFILE_ORDER`) that has
-    every variant it compares; variants are never mixed across profiles."""
+    A claim reads the runs of the largest profile (:data:`dnbook.engine.store.PROFILE_ORDER`)
+    that has every variant it compares; variants are never mixed across profiles."""
 
     def __init__(self, results_root: str | Path | None = None):
         # passed through unchanged: with no root given, the engine reads the committed
@@ -29,12 +28,12 @@ class ResultsStore:
         self._runs: dict[tuple[str, str], pd.DataFrame] = {}
 
     def runs(self, experiment: str, profile: str) -> pd.DataFrame:
-        """:func:`dnbook.report.experiment_runs` plus ``steps`` (optimizer steps the run took)
+        """:func:`dnbook.engine.store.experiment_runs` plus ``steps`` (optimizer steps the run took)
         and ``val_change``: the mean absolute change of the validation accuracy from one epoch
         to the next (points; Figure 1's steadiness, NaN for a run of one epoch)."""
         key = (experiment, profile)
         if key not in self._runs:
-            frame, results = experiment_runs(experiment, profile, self.root)
+            frame, results = experiment_runs(EXPERIMENTS[experiment], profile, self.root)
             if not frame.empty:
                 by_hash = {r["hash"]: r for r in results}
                 frame["val_change"] = frame["hash"].map(

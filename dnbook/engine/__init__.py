@@ -9,14 +9,8 @@
 
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.profiles import PROFILES, get_profile
-from dnbook.engine.store import (
-    load_results,
-    results_dir,
-    results_frame,
-    run,
-    trained_model,
-    weights_path,
-)
+from dnbook.engine.runs import run, trained_model
+from dnbook.engine.store import load_results, results_dir, results_frame, weights_path
 from dnbook.engine.trainer import TrainOutcome, train
 
 __all__ = [

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.profiles import PAPER_LR, Profile, get_profile
-from dnbook.engine.store import run
+from dnbook.engine.runs import run
 
 PAPER_BATCH = 64
 

@@ -1,13 +1,11 @@
-"""The results store: one JSON file per run, named by its config's hash.
+"""The results store: where stored results are, and every query of them.
 
 ``<root>/<profile>/<hash>.json`` holds everything needed to trust a number later: the
 config, per-epoch curves, final metrics, status (``"finished"`` or ``"diverged"``), seed,
-command line, hardware, library versions, git commit, wall time and timestamp. ``run``
-returns the stored result when there is one and trains otherwise; checkpoints live in
-the cache directory (outside git) while a run is under way and are deleted when it ends. The
-best-validation weights stay in the cache (``weights/<hash>.pt``, not in git) for the chapters
-that study a trained model: :func:`trained_model` loads them, or trains the run again where
-they are missing (a fresh clone) and checks that the retrained run matches the stored result.
+command line, hardware, library versions, git commit, wall time and timestamp (the run is
+trained and written by :mod:`dnbook.engine.runs`). Measurements of trained models lie beside
+them, at ``<root>/<profile>/analysis/<name>-<hash>.json`` (written by :mod:`dnbook.analysis`);
+the best-validation weights of a run stay in the cache (``weights/<hash>.pt``, not in git).
 
 Where runs go. With ``DNBOOK_RESULTS`` set (or ``results_root`` given), results are read from
 and written to that root alone. Without it, results are read from the committed
@@ -15,33 +13,28 @@ and written to that root alone. Without it, results are read from the committed
 (:func:`user_results_dir`), and new runs are written to the reader's root: a reader's runs
 never change the committed results the chapters show, and never show up in ``git status``.
 
-Every file is written atomically (:mod:`dnbook._io`); a file that cannot be read is named in
-a :class:`dnbook.CorruptFileWarning` and skipped, never used and never fatal.
+Queries: one result (:func:`stored_result`), a profile's (:func:`load_results`), an
+experiment's (:func:`experiment_runs`, :func:`largest_stored`), as DataFrames
+(:func:`results_frame`, :func:`runs_frame`, :func:`curves_frame`), and measurements
+(:func:`load_measurements`). A file that cannot be read is named in a
+:class:`dnbook.CorruptFileWarning` and skipped, never used and never fatal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from dnbook import _io
+from dnbook.data import cache_dir
 from dnbook.data.registry import DATASETS
-from dnbook.engine import distributed, environment, provenance
+from dnbook.engine import environment
 from dnbook.engine.config import TrainConfig
-from dnbook.engine.trainer import train
-from dnbook.models import build_model
-
-try:  # advisory file locks: POSIX only; elsewhere two processes may train the same run
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+from dnbook.engine.profiles import Profile, get_profile
 
 RESULTS_ENV = "DNBOOK_RESULTS"
 # The result fields a readable result file must have (and "hash" must match its file name).
@@ -59,8 +52,6 @@ def results_dir(root: str | Path | None = None) -> Path:
 def user_results_dir() -> Path:
     """Where a reader's own runs go when neither ``results_root`` nor ``$DNBOOK_RESULTS`` is
     given: ``<cache>/results`` (``$DNBOOK_CACHE``, default ``~/.cache/dnbook``), outside git."""
-    from dnbook.data import cache_dir
-
     return cache_dir() / "results"
 
 
@@ -93,21 +84,12 @@ def result_path(config: TrainConfig, profile: str, root: str | Path | None = Non
 
 
 def checkpoint_path(config: TrainConfig) -> Path:
-    from dnbook.data import cache_dir
-
     return cache_dir() / "checkpoints" / f"{config.hash()}.pt"
 
 
 def weights_path(config: TrainConfig) -> Path:
     """Where :func:`run` keeps the best-validation weights of ``config`` (cache, not git)."""
-    from dnbook.data import cache_dir
-
     return cache_dir() / "weights" / f"{config.hash()}.pt"
-
-
-def write_json_atomically(data: dict[str, Any], path: Path) -> None:
-    """``dnbook._io.write_json(path, data)``: kept for callers of the old name."""
-    _io.write_json(path, data)
 
 
 def read_result(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -151,216 +133,7 @@ def stored_result(
     return None
 
 
-@dataclass(frozen=True)
-class StoredRun:
-    """What :func:`run_stored` did: the ``result``, the ``path`` it is stored at, and whether
-    this call ``trained`` it (``False``: it was read from the store)."""
-
-    result: dict[str, Any]
-    path: Path
-    trained: bool
-
-
-def run(
-    config: TrainConfig,
-    *,
-    profile: str = "cpu",
-    results_root: str | Path | None = None,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-    resume: bool = True,
-    **train_options: Any,
-) -> dict[str, Any]:
-    """The result of ``config``: read from the store if there, else trained and stored.
-
-    Args:
-        config: the run.
-        profile: the results subfolder (``ci``, ``cpu``, ``gpu``, ``paper``).
-        results_root: the store's root: results are read from and written to it alone.
-            Default: ``$DNBOOK_RESULTS`` if set, else results are read from the committed
-            ``<repo>/results`` and then :func:`user_results_dir`, and written to the latter.
-        progress: show progress bars.
-        device: ``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under torchrun).
-        resume: continue from the checkpoint of an interrupted run of this config, if any;
-            ``False`` discards that checkpoint and starts over.
-        **train_options: passed to :func:`dnbook.engine.trainer.train` (``splits``,
-            ``model_fn``, ``on_epoch_end``); the store still files the result under the config.
-
-    Returns:
-        The stored result dict. A diverged run returns normally with ``status == "diverged"``.
-        Under ``torchrun`` every process returns the same dict; only rank 0 writes files.
-
-    A stored file that cannot be read is skipped with a :class:`dnbook.CorruptFileWarning`;
-    where it lies in the root results are written to, it is renamed ``<name>.corrupt`` and
-    the run is trained again. Two processes asking for the same run at once do not both
-    train it: the second waits for the first (a lock file in the cache) and reads its result.
-    """
-    return run_stored(
-        config,
-        profile=profile,
-        results_root=results_root,
-        progress=progress,
-        device=device,
-        resume=resume,
-        **train_options,
-    ).result
-
-
-def run_stored(
-    config: TrainConfig,
-    *,
-    profile: str = "cpu",
-    results_root: str | Path | None = None,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-    resume: bool = True,
-    **train_options: Any,
-) -> StoredRun:
-    """:func:`run`, also saying where the result is stored and whether it was trained now."""
-    ctx = distributed.context_from_env()
-    checkpoint = checkpoint_path(config)
-    # A broken file where the result will be written is reported when it is moved aside.
-    quiet_in = writable_results_dir(results_root)
-    found = stored_result(config, profile, results_root, quiet_in=quiet_in)
-    if found is None:
-        with _run_lock(config, ctx):
-            # Another process may have finished the run while we waited for the lock.
-            found = stored_result(config, profile, results_root, warn=False)
-            if found is None:
-                return _train_and_store(
-                    config, profile, results_root, checkpoint, progress, device, resume,
-                    train_options,
-                )  # fmt: skip
-    if ctx.is_main and checkpoint.exists():
-        checkpoint.unlink(missing_ok=True)  # left by a process killed after storing its result
-    return StoredRun(found[1], found[0], trained=False)
-
-
-def _train_and_store(
-    config: TrainConfig,
-    profile: str,
-    results_root: str | Path | None,
-    checkpoint: Path,
-    progress: bool,
-    device: str | torch.device | None,
-    resume: bool,
-    train_options: dict[str, Any],
-) -> StoredRun:
-    ctx = distributed.context_from_env()
-    path = writable_results_dir(results_root) / profile / f"{config.hash()}.json"
-    if ctx.is_main and path.exists():  # unreadable, else stored_result would have found it
-        _, reason = read_result(path)
-        aside = _io.move_aside(path)
-        _io.warn_corrupt(path, reason, f"moved to {aside.name}; training the run again")
-    if ctx.is_main and not resume:
-        checkpoint.unlink(missing_ok=True)
-    outcome = train(
-        config,
-        device=device,
-        progress=progress,
-        checkpoint_path=checkpoint,
-        resume=resume,
-        **train_options,
-    )
-    result = {
-        "hash": config.hash(),
-        "profile": profile,
-        "config": config.to_dict(),
-        "seed": config.seed,
-        **outcome.to_dict(),
-        **provenance.record(),
-    }
-    if ctx.is_main:
-        if outcome.best_state is not None:
-            _save_weights(outcome.best_state, weights_path(config))
-        _io.write_json(path, result)
-        checkpoint.unlink(missing_ok=True)
-    return StoredRun(distributed.broadcast_object(result, ctx), path, trained=True)
-
-
-@contextlib.contextmanager
-def _run_lock(config: TrainConfig, ctx: distributed.DistContext) -> Iterator[None]:
-    """Hold ``<cache>/locks/<hash>.lock`` while training ``config`` (one process only: under
-    torchrun the ranks train the run together)."""
-    if fcntl is None or ctx.enabled:
-        yield
-        return
-    from dnbook.data import cache_dir
-
-    path = cache_dir() / "locks" / f"{config.hash()}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(
-                f"run {config.hash()}: another process is training it; waiting for it ({path})",
-                file=sys.stderr,
-            )
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-        # Reached only when the run was stored (an exception skips it): whoever takes a lock
-        # on this path, or on the file unlinked here, finds the result and trains nothing.
-        path.unlink(missing_ok=True)
-
-
-def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
-    _io.torch_save({key: value.detach().cpu() for key, value in state.items()}, path)
-
-
-def trained_model(
-    config: TrainConfig,
-    *,
-    profile: str = "cpu",
-    results_root: str | Path | None = None,
-    progress: bool = True,
-    atol: float = 0.5,
-) -> torch.nn.Module:
-    """The model of ``config`` with its best-validation weights, in eval mode, on the CPU.
-
-    The weights come from the cache where :func:`run` left them. Where they are missing (a
-    fresh clone has the JSON results but no weights) the run is trained again; if a stored
-    result exists, the retrained run's best-validation accuracy must match it within ``atol``
-    points, else ``RuntimeError`` (training is deterministic for a seed on one machine, but
-    other hardware or library versions may drift).
-
-    Raises:
-        ValueError: for a stored run that diverged (it has no weights).
-    """
-    path = weights_path(config)
-    state = _read_weights(path)
-    if state is None:
-        found = stored_result(config, profile, results_root)
-        previous = found[1] if found is not None else None
-        if previous is not None and previous["status"] != "finished":
-            raise ValueError(
-                f"run {config.hash()} has status {previous['status']!r}; expected 'finished'"
-            )
-        outcome = train(config, device="cpu", progress=progress)
-        if outcome.best_state is None:
-            raise ValueError(f"run {config.hash()} has status {outcome.status!r}, no weights")
-        retrained = outcome.final["best_val_acc"]
-        if previous is not None and abs(retrained - previous["final"]["best_val_acc"]) > atol:
-            raise RuntimeError(
-                f"run {config.hash()} trained again reached {retrained:.2f}% best validation "
-                f"accuracy; the stored result says {previous['final']['best_val_acc']:.2f}%"
-            )
-        _save_weights(outcome.best_state, path)
-        # the retrained model is at hand: no second load of the dataset to rebuild it
-        outcome.model.load_state_dict(outcome.best_state)
-        return outcome.model.cpu().eval()
-    model = build_model(
-        config.model,
-        num_classes=DATASETS[config.dataset].num_classes,
-        norm=config.norm,
-        width_mult=config.width_mult,
-        stem=config.stem,
-    )
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor] | None:
+def read_weights(path: Path) -> dict[str, torch.Tensor] | None:
     """The kept weights at ``path``; ``None`` when there are none, or when the file cannot be
     read (then it is moved aside as ``<name>.corrupt`` with a warning naming it)."""
     if not path.exists():
@@ -418,8 +191,6 @@ def _field(result: dict[str, Any], key: str) -> Any:
 def results_frame(results: list[dict[str, Any]]):
     """A pandas DataFrame with one row per run: the config fields as columns, then status,
     final metrics, hash, wall time, and the divergence step and layer where there is one."""
-    import pandas as pd
-
     rows = []
     for result in results:
         divergence = result.get("divergence") or {}
@@ -437,3 +208,127 @@ def results_frame(results: list[dict[str, Any]]):
             }
         )
     return pd.DataFrame(rows)
+
+
+def runs_frame(results: list[dict]) -> pd.DataFrame:
+    """The engine's :func:`~dnbook.engine.results_frame` plus the columns the report needs:
+    ``family`` (the hash of the config with seed 0: runs that differ only by seed share it) and
+    ``hardware`` (the GPU, else the CPU)."""
+    frame = results_frame(results)
+    frame["family"] = [TrainConfig.from_dict(r["config"]).replace(seed=0).hash() for r in results]
+    frame["hardware"] = [
+        (r.get("hardware") or {}).get("gpu") or (r.get("hardware") or {}).get("cpu") or "?"
+        for r in results
+    ]
+    return frame
+
+
+def curves_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per run, epoch and split: ``hash, seed, epoch, split, accuracy``."""
+    rows = [
+        {
+            "hash": result["hash"],
+            "seed": result["config"]["seed"],
+            "epoch": row["epoch"],
+            "split": split,
+            "accuracy": row[f"{split}_acc"],
+        }
+        for result in results
+        for row in result.get("curves") or []
+        for split in ("val", "test")
+        if row.get(f"{split}_acc") is not None
+    ]
+    return pd.DataFrame(rows, columns=["hash", "seed", "epoch", "split", "accuracy"])
+
+
+def split_size(config, split: str) -> int:
+    """Images in ``split`` (``"train"``, ``"val"`` or ``"test"``) of a run's config (a dict or a
+    row of :func:`runs_frame`): its own subset size, else the whole split of its dataset."""
+    value = config[f"n_{split}"]
+    if value is None or value != value:  # None, or NaN in a DataFrame column
+        return DATASETS[config["dataset"]].splits[split]
+    return int(value)
+
+
+# Profiles from the largest to the smallest: what a chapter shows when several have results.
+# The new `cpu` profile is left out until the experiment chapters are re-executed on its runs
+# (so far it holds the stage-0 sweep and the pilots, which no chapter shows): a chapter must not
+# mix its few first runs with cpu_v1's for the other variants.
+PROFILE_ORDER = ("paper", "gpu", "cpu_v1", "ci")
+
+
+def experiment_runs(
+    experiment: Any, profile: str | Profile, results_root: str | Path | None = None
+) -> tuple[pd.DataFrame, list[dict]]:
+    """The stored runs of ``experiment`` (a :class:`~dnbook.engine.runner.Experiment`) at
+    ``profile``: a :func:`runs_frame` with a
+    ``variant`` column (the registry's label) and a ``profile`` column, in the experiment's
+    variant order and then by seed, and the result dicts themselves. Both are empty when
+    nothing is stored."""
+    profile = get_profile(profile)
+    labels = experiment.labels(profile)
+    results = [r for r in load_results(profile.name, results_root) if r["hash"] in labels]
+    if not results:
+        return pd.DataFrame(), []
+    frame = runs_frame(results)
+    order = list(dict.fromkeys(labels.values()))
+    frame["variant"] = pd.Categorical(frame["hash"].map(labels), order)
+    frame["profile"] = profile.name
+    frame = frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True)
+    return frame, results
+
+
+def largest_stored(
+    experiment: Any, results_root: str | Path | None = None
+) -> tuple[pd.DataFrame, list[dict]]:
+    """For every variant of ``experiment`` (a :class:`~dnbook.engine.runner.Experiment`), the
+    runs of the largest profile (in :data:`PROFILE_ORDER`) that has that variant stored; a grid
+    half done at a large profile is completed from a smaller one, and the ``profile`` column
+    says which is which."""
+    frames, results = [], []
+    for profile_name in PROFILE_ORDER:
+        frame, stored = experiment_runs(experiment, profile_name, results_root)
+        if frame.empty:
+            continue
+        shown = {v for f in frames for v in f["variant"]}
+        keep = ~frame["variant"].isin(shown)
+        frames.append(frame[keep])
+        kept = set(frame.loc[keep, "hash"])
+        results += [r for r in stored if r["hash"] in kept]
+    if not frames:
+        return pd.DataFrame(), []
+    order = [label for label, _ in experiment.variants]
+    order += [v for f in frames for v in f["variant"].cat.categories if v not in order]
+    frame = pd.concat([f.astype({"variant": str}) for f in frames], ignore_index=True)
+    frame["variant"] = pd.Categorical(frame["variant"], list(dict.fromkeys(order)))
+    return frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True), results
+
+
+def read_measurement(path: str | Path, *, warn: bool = True) -> dict[str, Any] | None:
+    """The stored measurement record at ``path`` (with ``name``, ``hash``, ``config``,
+    ``value`` and provenance), or ``None`` for a file that cannot be read (with a
+    :class:`dnbook.CorruptFileWarning` naming it when ``warn``)."""
+    record, reason = _io.read_json(path)
+    if reason is None and not (
+        isinstance(record, dict) and "value" in record and isinstance(record.get("hash"), str)
+    ):
+        reason = "not a measurement record (no 'value' or 'hash')"
+    if reason is not None:
+        if warn:
+            _io.warn_corrupt(path, reason, "skipped")
+        return None
+    return record
+
+
+def load_measurements(
+    name: str, profile: str, results_root: str | Path | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every readable stored measurement ``name`` at ``profile``, by config hash (the first
+    root that has one wins); unreadable files are skipped with a warning naming them."""
+    found: dict[str, dict[str, Any]] = {}
+    for root in results_roots(results_root):
+        for path in sorted((root / profile / "analysis").glob(f"{name}-*.json")):
+            digest = path.stem.removeprefix(f"{name}-")
+            if digest not in found and (record := read_measurement(path)) is not None:
+                found[digest] = record
+    return found
