@@ -20,6 +20,7 @@ from dnbook.norms import (
     make_norm,
     parse_spec,
 )
+from dnbook.norms.factory import is_norm_module
 
 
 @pytest.mark.parametrize(
@@ -240,3 +241,13 @@ def test_mobilenet_v2_parameter_counts(torchvision_models, spec, counts):
     measured = sum(p.numel() for p in model.parameters())
     assert measured == ours
     assert abs(measured / 1e6 - paper) < 0.01
+
+
+@pytest.mark.parametrize("name", list(NORM_SPECS))
+def test_every_spec_builds_a_layer_the_trainer_sees_as_a_norm(name):
+    """The trainer keeps weight decay off norm layers: a new spec must register its classes."""
+    layer = make_norm(name)(16)
+    layers = NORM_SPECS[name].layers
+    assert is_norm_module(layer) == bool(layers)  # "none" builds no norm layer
+    assert not layers or type(layer) in layers
+    assert not is_norm_module(nn.Conv2d(16, 16, 1))

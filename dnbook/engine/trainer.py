@@ -34,6 +34,7 @@ from dnbook.engine.distributed import DistContext
 from dnbook.engine.divergence import grad_norm, locate_nonfinite
 from dnbook.engine.environment import cpu_bf16_native
 from dnbook.engine.saturation import PROBE_IMAGES, SaturationProbe, dn_b_layers
+from dnbook.norms.factory import is_norm_module
 
 ModelFactory = Callable[[int], nn.Module]  # num_classes -> model
 
@@ -110,22 +111,6 @@ class WarmupCosine:
         # factor = (1 + cos(pi * t)) / 2, t = progress through the decay in [0, 1)
         progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def is_norm_module(module: nn.Module) -> bool:
-    """Normalization layers, torch's and dnbook's (their SC-modules are their submodules)."""
-    from dnbook import norms
-
-    own = (
-        norms.BatchNorm2d,
-        norms.GroupNorm,
-        norms.MABN2d,
-        norms.SEBatchNorm2d,
-        norms.SqueezeExcitation,
-        norms.DynamicNorm2d,
-    )
-    torch_norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-    return isinstance(module, own + torch_norms)
 
 
 def param_groups(model: nn.Module, weight_decay: float, norm_weight_decay: bool) -> list[dict]:

@@ -42,7 +42,7 @@ from dnbook.norms.dynamic import (
 from dnbook.norms.grouped_fc import check_group_size
 from dnbook.norms.groupnorm import GroupNorm
 from dnbook.norms.mabn import CenConv2d, MABN2d
-from dnbook.norms.squeeze_excitation import SEBatchNorm2d
+from dnbook.norms.squeeze_excitation import SEBatchNorm2d, SqueezeExcitation
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,15 @@ class Option:
 
 @dataclass(frozen=True)
 class NormSpec:
-    """A named norm: what it builds, its options, and the convolution a model should use."""
+    """A named norm: what it builds, its options, the convolution a model should use, and the
+    layer classes it builds (the trainer keeps weight decay off them, see
+    :func:`is_norm_module`)."""
 
     description: str
     build: Callable[..., nn.Module]  # build(channels, **{option.kwarg: value})
     options: dict[str, Option] = field(default_factory=dict)
     conv_layer: type[nn.Conv2d] = nn.Conv2d
+    layers: tuple[type[nn.Module], ...] = ()
 
 
 def _default(layer: Callable, kwarg: str) -> object:
@@ -185,6 +188,7 @@ NORM_SPECS: dict[str, NormSpec] = {
         "BatchNorm: torch.nn.BatchNorm2d (impl=torch) or dnbook's BatchNorm2d (impl=scratch)",
         _build_bn,
         {"impl": Option("impl", "torch", "torch|scratch", _choice("torch", "scratch"))},
+        layers=(nn.BatchNorm2d, BatchNorm2d),
     ),
     "gn": NormSpec(
         "GroupNorm with `groups` groups (gcd(channels, groups) where they do not divide)",
@@ -194,6 +198,7 @@ NORM_SPECS: dict[str, NormSpec] = {
                 "num_groups", GN_DEFAULT_GROUPS, "positive int", check_positive_int, shown=True
             )
         },
+        layers=(GroupNorm,),
     ),
     "mabn": NormSpec(
         "Moving Average BatchNorm over `buffer` iterations, with CenConv2d convolutions",
@@ -204,23 +209,44 @@ NORM_SPECS: dict[str, NormSpec] = {
             "momentum": _option(MABN2d, "momentum", "number in [0, 1]", _check_fraction),
         },
         conv_layer=CenConv2d,
+        layers=(MABN2d,),
     ),
     "se": NormSpec(
         "Squeeze-and-Excitation then BatchNorm (the DN paper's eq. 3-5)",
         _build_se,
         {"r": _option(SEBatchNorm2d, "r", "positive int", check_positive_int, shown=True)},
+        layers=(SEBatchNorm2d, SqueezeExcitation),
     ),
     "dnb": NormSpec(
         "Dynamic Normalization DN-B: alpha, lambda per sample and channel",
         _build_dn("B"),
         _dn_options("B"),
+        layers=(DynamicNorm2d,),
     ),
     "dnc": NormSpec(
         "Dynamic Normalization DN-C: alpha, lambda per channel from E[X] and Std[X]",
         _build_dn("C"),
         _dn_options("C"),
+        layers=(DynamicNorm2d,),
     ),
 }
+
+# Every normalization layer class: torch's, and each spec's (a new norm is registered once,
+# in NORM_SPECS, and the trainer sees it).
+NORM_LAYERS: tuple[type[nn.Module], ...] = tuple(
+    dict.fromkeys(
+        chain(
+            (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm),
+            chain.from_iterable(spec.layers for spec in NORM_SPECS.values()),
+        )
+    )
+)
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    """Whether ``module`` is a normalization layer, torch's or one a spec builds (their
+    SC-modules are their submodules)."""
+    return isinstance(module, NORM_LAYERS)
 
 
 def _parse_value(text: str) -> bool | int | float | str:
