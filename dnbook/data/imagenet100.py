@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from dnbook._io import write_json, write_text
+from dnbook._validation import check_positive_int
 from dnbook.data.packed import save_packed
 from dnbook.data.registry import DATASETS
 
@@ -126,8 +127,10 @@ def build_imagenet100(
     """Build ImageNet-100 from ``imagenet`` into ``out`` (see the module docstring) and return
     the paths written, by name (``"classes"``, ``"train"``, ..., ``"imagenet100_32"``)."""
     imagenet, out = Path(imagenet), Path(out)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
+    if not sizes:
         raise ValueError(f"sizes must be positive integers, got {list(sizes)}")
+    for size in sizes:
+        check_positive_int("each size", size)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     train, test = list_images(imagenet / "train"), list_images(imagenet / "val")

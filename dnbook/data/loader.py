@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnbook._validation import check_positive_int
+
 PAD = 4
 
 
@@ -108,8 +110,7 @@ class DeviceLoader:
             )
         if y.shape != (len(x_uint8),):
             raise ValueError(f"y must have shape ({len(x_uint8)},), got {tuple(y.shape)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.device = torch.device(device)

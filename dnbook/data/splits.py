@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dnbook._io import move_aside, warn_corrupt
+from dnbook._validation import check_int
 from dnbook.data import cifar
 from dnbook.data.packed import read_packed
 from dnbook.data.paths import (
@@ -178,8 +179,8 @@ def _read_packed_cache(name: str) -> dict[str, np.ndarray]:
 
 
 def _check_size(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(f"{name} must be None or a non-negative integer, got {value!r}")
+    if value is not None:
+        check_int(name, value, minimum=0, what="None or a non-negative integer")
 
 
 def _take(x: np.ndarray | torch.Tensor, index: np.ndarray) -> torch.Tensor:

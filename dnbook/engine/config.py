@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from dnbook._validation import check_int
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -130,15 +132,10 @@ def _validate(config: TrainConfig) -> None:
         )
     parse_spec(config.norm)  # raises ValueError naming the known specs
     for name in ("epochs", "batch_size", "eval_batch_size"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"TrainConfig: {name} must be an integer >= 1, got {value!r}")
+        check_int(f"TrainConfig: {name}", getattr(config, name), minimum=1, what="an integer >= 1")
     for name in ("n_train", "n_val", "n_test"):
-        value = getattr(config, name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
-            raise ValueError(f"TrainConfig: {name} must be None or an integer >= 0, got {value!r}")
+        if (value := getattr(config, name)) is not None:
+            check_int(f"TrainConfig: {name}", value, minimum=0, what="None or an integer >= 0")
     if not config.lr > 0:
         raise ValueError(f"TrainConfig: lr must be > 0, got {config.lr!r}")
     if not config.width_mult > 0:

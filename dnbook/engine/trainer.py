@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from dnbook import _io
 from dnbook._io import ConfigError
+from dnbook._validation import check_int
 from dnbook.engine import distributed
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.distributed import DistContext
@@ -137,8 +138,7 @@ SEED_MAX = 2**32 - 1  # NumPy's legacy generator takes seeds in [0, 2**32 - 1]
 
 def seed_everything(seed: int, device: torch.device) -> None:
     """Seed Python, NumPy and torch; on CUDA also make cuDNN pick deterministic kernels."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ConfigError(f"seed must be an integer from 0 to {SEED_MAX}, got {seed!r}")
+    check_int("seed", seed, minimum=0, maximum=SEED_MAX, error=ConfigError)
     random.seed(seed)
     # The legacy global NumPy generator, on purpose: it is the one third-party code draws from.
     np.random.seed(seed)  # noqa: NPY002

@@ -1,5 +1,6 @@
 """Input checks shared by every norm layer, so that bad input fails early with a
-``ValueError`` that names the expected and the actual value instead of a deep traceback."""
+``ValueError`` that names the expected and the actual value instead of a deep traceback.
+Argument checks (integers, fractions) are :mod:`dnbook._validation`'s, re-exported here."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ from collections.abc import Mapping
 
 import torch
 
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is a positive ``int``, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+from dnbook._validation import check_fraction as check_fraction
+from dnbook._validation import check_int as check_int
+from dnbook._validation import check_positive_int as check_positive_int
 
 
 def check_input(layer: str, x: torch.Tensor, num_features: int, ndim: int = 4) -> None:

@@ -41,7 +41,12 @@ import torch
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from dnbook.norms._validation import check_batch_statistics, check_input, check_positive_int
+from dnbook.norms._validation import (
+    check_batch_statistics,
+    check_fraction,
+    check_input,
+    check_positive_int,
+)
 
 # BatchNorm2d reduces over batch and space: every (N, H, W) value of a channel.
 BATCH_DIMS = (0, 2, 3)
@@ -313,8 +318,7 @@ class BatchNorm2d(nn.Module):
     ) -> None:
         super().__init__()
         self.num_features = check_positive_int("num_features", num_features)
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        check_fraction("momentum", momentum, allow_none=True)
         self.eps = eps
         self.momentum = momentum
         self.affine = affine

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from dnbook.norms._validation import (
     check_batch_statistics,
     check_choice,
+    check_fraction,
     check_input,
     check_positive_int,
 )
@@ -287,8 +288,7 @@ class DynamicNorm2d(nn.Module):
         self.merge = check_choice("merge", merge, MERGES)
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps!r}")
-        if momentum is not None and not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        check_fraction("momentum", momentum, allow_none=True)
         self.eps = eps
         self.momentum = momentum
         self.track_running_stats = track_running_stats

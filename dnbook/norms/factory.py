@@ -28,7 +28,7 @@ from itertools import chain
 
 from torch import nn
 
-from dnbook.norms._validation import check_choice, check_positive_int
+from dnbook.norms._validation import check_choice, check_fraction, check_int, check_positive_int
 from dnbook.norms.batchnorm import BatchNorm2d
 from dnbook.norms.dynamic import (
     ACTIVATIONS,
@@ -95,15 +95,11 @@ def _check_bool(name: str, value: object) -> bool:
 
 
 def _check_non_negative_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
+    return check_int(name, value, minimum=0)
 
 
 def _check_fraction(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
+    return float(check_fraction(name, value))
 
 
 def _option(layer, kwarg, accepts, check, shown=False) -> Option:

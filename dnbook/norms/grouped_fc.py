@@ -30,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from dnbook.norms._validation import check_input, check_positive_int
+from dnbook.norms._validation import check_input, check_int, check_positive_int
 
 # The value of ``g`` that means "one group": every input feeds every output.
 DENSE = "oup"
@@ -40,9 +40,7 @@ def check_group_size(g: int | str) -> int | str:
     """Return ``g`` if it is a positive ``int`` or ``"oup"``, else raise ``ValueError``."""
     if g == DENSE:
         return g
-    if isinstance(g, bool) or not isinstance(g, int) or g <= 0:
-        raise ValueError(f"g must be a positive integer or {DENSE!r}, got {g!r}")
-    return g
+    return check_int("g", g, minimum=1, what=f"a positive integer or {DENSE!r}")
 
 
 def num_groups(in_features: int, out_features: int, g: int | str) -> int:

@@ -30,7 +30,13 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from dnbook.norms._validation import check_batch_statistics, check_input, check_positive_int
+from dnbook.norms._validation import (
+    check_batch_statistics,
+    check_fraction,
+    check_input,
+    check_int,
+    check_positive_int,
+)
 from dnbook.norms.batchnorm import accumulation_dtype
 
 # r stays fixed at 1 for at least this many iterations (the authors' code's choice).
@@ -239,10 +245,8 @@ class MABN2d(nn.Module):
         self.buffer_size = check_positive_int("buffer_size", buffer_size)
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps!r}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
-            raise ValueError(f"warmup_iters must be a non-negative integer, got {warmup_iters!r}")
+        check_fraction("momentum", momentum)
+        check_int("warmup_iters", warmup_iters, minimum=0)
         self.eps = eps
         self.momentum = momentum
         self.warmup_iters = warmup_iters
