@@ -54,6 +54,7 @@ from dnbook.engine.environment import REPO_ROOT
 from dnbook.models import mobilenet_v2
 from dnbook.norms import DynamicNorm2d, make_norm
 from dnbook.norms.batchnorm import update_running_stats
+from dnbook.tables import markdown_table
 
 BASELINE = "bn"
 REFERENCE_SUFFIX = "@reference"
@@ -385,9 +386,7 @@ def _timing_cells(row: dict, digits: int) -> list[str]:
 
 def _table(intro: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A Markdown table after a line of text; the first two columns left-aligned."""
-    align = ["---", "---"] + ["---:"] * (len(header) - 2)
-    lines = ["", intro, "", "| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+    return ["", intro, "", markdown_table(rows, header, right=2)]
 
 
 def markdown(result: dict) -> str:

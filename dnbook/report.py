@@ -26,6 +26,8 @@ from dnbook.engine.store import curves_frame as curves_frame
 from dnbook.engine.store import runs_frame as runs_frame
 from dnbook.engine.store import split_size as split_size
 from dnbook.experiments import EXPERIMENTS
+from dnbook.tables import markdown_table
+from dnbook.tables import mean_std as mean_std
 
 # Result keys of the three accuracy columns (percent), and their headers.
 ACCURACY_COLUMNS = {
@@ -99,17 +101,6 @@ def seed_stats(runs: pd.DataFrame, metric: str = "test_acc_at_best_val") -> pd.D
     return pd.DataFrame(rows)
 
 
-def mean_std(values, unit: str = "") -> str:
-    """``mean ± std`` of ``values`` (the value alone for one, "–" for none; the count is said
-    elsewhere), for tables and the claims ledger."""
-    values = pd.Series(values, dtype=float).dropna()
-    if values.empty:
-        return "–"
-    if len(values) == 1:
-        return f"{values.iloc[0]:.2f}{unit}"
-    return f"{values.mean():.2f}{unit} ± {values.std():.2f}"
-
-
 def _status(group: pd.DataFrame) -> str:
     """``finished``, or how many seeds diverged and where the first of them did."""
     diverged = group[group["status"] == "diverged"]
@@ -140,14 +131,6 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    """A pipe table (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
-    cells = [list(map(str, table.columns))] + [list(map(str, row)) for row in table.to_numpy()]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "---|" * len(table.columns))
-    return "\n".join(lines)
 
 
 def plot_curves(curves: pd.DataFrame, path: Path, title: str) -> Path:
@@ -181,7 +164,7 @@ def _section(title: str, notes: str, runs: pd.DataFrame, curves: pd.DataFrame, p
     lines = [f"## {title}", ""]
     if notes:
         lines += [notes, ""]
-    lines += [_markdown(summary_table(runs)), ""]
+    lines += [markdown_table(summary_table(runs)), ""]
     # `runs` is in variant order; merging in that order keeps it for the legend
     curves = runs[["hash", "variant"]].merge(curves, on="hash")
     if not curves.empty:

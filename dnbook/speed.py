@@ -39,6 +39,7 @@ from dnbook.engine import provenance
 from dnbook.engine.environment import REPO_ROOT
 from dnbook.engine.profiles import get_profile
 from dnbook.experiments import EXPERIMENTS
+from dnbook.tables import markdown_table
 
 # Profiler op names by category: the first pattern an op's name contains decides.
 CATEGORIES = (
@@ -238,28 +239,32 @@ def markdown(result: dict[str, Any]) -> str:
         f"Hardware: {result['hardware']['cpu']}, {result['hardware']['cpu_cores']} cores; "
         f"torch {result['versions']['torch']}. Targets: {targets}.",
         "",
-        "| variant | seed | reached at epoch | seconds | test acc (best val) | precision |",
-        "| --- | --- | --- | --- | --- | --- |",
     ]
+    reached = []
     for variant, runs in result["runs"].items():
         for seed, row in sorted(runs.items()):
-            seconds = f"{row['seconds']:.0f}" if row["seconds"] else "not reached"
             precision = row.get("precision") or {}
-            lines.append(
-                f"| {variant} | {seed} | {row['epoch'] or '-'} | {seconds} | "
-                f"{row['test_acc_at_best_val']:.2f} | {precision.get('autocast') or 'float32'}, "
-                f"{precision.get('memory_format', '?')} |"
+            reached.append(
+                [
+                    variant,
+                    seed,
+                    row["epoch"] or "-",
+                    f"{row['seconds']:.0f}" if row["seconds"] else "not reached",
+                    f"{row['test_acc_at_best_val']:.2f}",
+                    f"{precision.get('autocast') or 'float32'}, "
+                    f"{precision.get('memory_format', '?')}",
+                ]
             )
-    lines += [
-        "",
-        "| variant | baseline | speed-up (geometric mean) | 95% interval | paired seeds |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    header = ["variant", "seed", "reached at epoch", "seconds", "test acc (best val)", "precision"]
+    lines += [markdown_table(reached, header), ""]
+    speedups = []
     for variant, row in result["summary"].items():
         s = row["speedup_vs_baseline"]
         mean = f"{s['geometric_mean']:.2f}x" if s["geometric_mean"] else "-"
         ci = f"{s['ci95'][0]:.2f}-{s['ci95'][1]:.2f}x" if s["ci95"] else "-"
-        lines.append(f"| {variant} | {row['baseline']} | {mean} | {ci} | {s['n']} |")
+        speedups.append([variant, row["baseline"], mean, ci, s["n"]])
+    header = ["variant", "baseline", "speed-up (geometric mean)", "95% interval", "paired seeds"]
+    lines.append(markdown_table(speedups, header))
     breakdown = result.get("breakdown")
     if breakdown:
         lines += [
@@ -270,11 +275,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"{breakdown['train_images_per_s']:.0f} training images/s while profiled; "
             f"evaluation {breakdown['eval_images_per_s']:.0f} images/s.",
             "",
-            "| category | ms per step | share |",
-            "| --- | --- | --- |",
+            markdown_table(
+                [
+                    [category, f"{ms:.1f}", f"{breakdown['fraction'][category]:.0%}"]
+                    for category, ms in breakdown["ms_per_step"].items()
+                ],
+                ["category", "ms per step", "share"],
+            ),
         ]
-        for category, ms in breakdown["ms_per_step"].items():
-            lines.append(f"| {category} | {ms:.1f} | {breakdown['fraction'][category]:.0%} |")
     return "\n".join(lines) + "\n"
 
 

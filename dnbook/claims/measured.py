@@ -29,7 +29,7 @@ from dnbook.claims.verdicts import (
     paired_interval,
     side_of,
 )
-from dnbook.report import mean_std
+from dnbook.tables import mean_std
 
 ACCURACY_KEYS = ("accuracy", "test_acc", "acc")
 

@@ -30,7 +30,7 @@ from dnbook.claims.verdicts import (
     paired_interval,
     side_of,
 )
-from dnbook.report import mean_std
+from dnbook.tables import mean_std
 
 CI_SMOKE = "ci profile: a smoke test (one epoch of 512 images), not a measurement"
 
