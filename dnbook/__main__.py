@@ -182,9 +182,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from dnbook.bench import run as run_bench
+    from dnbook.bench import run_benchmark
 
-    run_bench(args, "python -m dnbook " + " ".join(sys.argv[1:]))
+    run_benchmark(args, "python -m dnbook " + " ".join(sys.argv[1:]))
     return 0
 
 
@@ -195,7 +195,7 @@ def _speed(args: argparse.Namespace) -> int:
 
 
 def _complexity(args: argparse.Namespace) -> int:
-    from dnbook.complexity import print_comparison
+    from dnbook.cost.paper import print_comparison
 
     print_comparison()
     return 0

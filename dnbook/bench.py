@@ -44,10 +44,10 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from dnbook._io import write_json, write_text
+from dnbook.cost.traffic import TrafficCounter as TrafficCounter
+from dnbook.cost.traffic import layer_traffic
 from dnbook.data.registry import DATASETS
 from dnbook.engine import provenance
 from dnbook.engine.environment import REPO_ROOT
@@ -152,7 +152,7 @@ def _use_path(module: nn.Module, path: str | None) -> nn.Module:
     raise ValueError(f"unknown path @{path}; expected @reference or @path=<git revision>")
 
 
-def build_model(spec: str, width: float, device: torch.device) -> nn.Module:
+def build_mobilenet(spec: str, width: float, device: torch.device) -> nn.Module:
     """The CIFAR-stem MobileNetV2 with ``spec``'s norm, in training mode on ``device``."""
     norm, path = _split_spec(spec)
     torch.manual_seed(0)
@@ -286,7 +286,7 @@ def bench_models(
     labels = torch.randint(NUM_CLASSES, (batch_size,), generator=generator).to(device)
     step_of = {
         spec: training_step(
-            build_model(spec, width, device).to(memory_format=layout), images, labels, autocast
+            build_mobilenet(spec, width, device).to(memory_format=layout), images, labels, autocast
         )
         for spec in specs
     }
@@ -307,55 +307,11 @@ def bench_layers(
     return schedule.run(step_of)
 
 
-class TrafficCounter(TorchDispatchMode):
-    """Counts the ATen kernels run inside it and their traffic in activation-sized tensors.
-
-    A *kernel* is any op that is not a view. ``full_size`` kernels read or write a tensor with
-    ``numel`` elements (the activation's size); ``reads`` and ``writes`` count those tensors
-    (an in-place op reads and writes its input; an ``out=`` argument is only written; one
-    memory passed twice, as in ``x * x``, is read once), and ``allocations`` the written ones
-    that are new memory.
-    """
-
-    def __init__(self, numel: int) -> None:
-        super().__init__()
-        self.numel = numel
-        self.counts = dict.fromkeys(("kernels", "full_size", "reads", "writes", "allocations"), 0)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        returns = func._schema.returns
-        if any(r.alias_info is not None and not r.alias_info.is_write for r in returns):
-            return out  # a view: no kernel, no traffic
-        big = lambda t: isinstance(t, torch.Tensor) and t.numel() == self.numel  # noqa: E731
-        out_args = {a.name for a in func._schema.arguments if a.is_out}
-        read = [a for a in tree_leaves(args) if big(a)]
-        read += [v for k, v in kwargs.items() if k not in out_args and big(v)]
-        read = list({t.data_ptr(): t for t in read}.values())
-        written = [t for t in tree_leaves(out) if big(t)]
-        reuses = any(r.alias_info is not None for r in returns)  # in place or out=
-        self.counts["kernels"] += 1
-        self.counts["full_size"] += bool(read or written)
-        self.counts["reads"] += len(read)
-        self.counts["writes"] += len(written)
-        self.counts["allocations"] += 0 if reuses else len(written)
-        return out
-
-
 def memory_traffic(spec: str, shape: Sequence[int]) -> dict[str, dict[str, int]]:
     """The cost model of one training forward and backward of ``spec``'s layer on ``shape``:
-    kernel counts and activation-sized reads, writes and allocations (see TrafficCounter)."""
-    layer = build_layer(spec, shape[1], torch.device("cpu"))
-    x = torch.randn(*shape, requires_grad=True)
-    grad_y = torch.randn(*shape)
-    layer(x).backward(grad_y)  # first-call work (lazy init) stays out of the counts
-    x.grad = None
-    with TrafficCounter(x.numel()) as forward:
-        y = layer(x)
-    with TrafficCounter(x.numel()) as backward:
-        y.backward(grad_y)
-    return {"forward": forward.counts, "backward": backward.counts}
+    kernel counts and activation-sized reads, writes and allocations
+    (:func:`dnbook.cost.traffic.layer_traffic`)."""
+    return layer_traffic(build_layer(spec, shape[1], torch.device("cpu")), shape)
 
 
 def load_average() -> list[float] | None:
@@ -532,7 +488,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, command: str) -> dict:
+def run_benchmark(args: argparse.Namespace, command: str) -> dict:
     """Run the benchmark ``args`` describe; return the result (also written to ``args.out``)."""
     if args.quick:
         vars(args).update(QUICK)
@@ -611,7 +567,7 @@ def _print_rows(title: str, rows: dict[str, dict]) -> None:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m dnbook bench") -> int:
     """Entry point for ``python -m dnbook bench`` (``argv`` without the subcommand)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    run(parser(prog).parse_args(argv), f"{prog} {shlex.join(argv)}".strip())
+    run_benchmark(parser(prog).parse_args(argv), f"{prog} {shlex.join(argv)}".strip())
     return 0
 
 

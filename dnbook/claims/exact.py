@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
-import torch
-
 from dnbook.claims.store import ResultsStore
 from dnbook.claims.verdicts import FAILS, HOLDS, Evaluation
+from dnbook.cost.flops import count_params, profile
+from dnbook.cost.paper import PAPER_TABLE, agrees_with_paper
+from dnbook.models import build_model
 
 EXACT = {"profile": "exact count", "dataset": "ImageNet-100 shapes (100 classes, 224 px)"}
 
@@ -21,16 +22,11 @@ EXACT = {"profile": "exact count", "dataset": "ImageNet-100 shapes (100 classes,
 @cache
 def count(model: str, norm: str, kind: str) -> int:
     """Parameters (``kind="params"``) or Mult-Adds (``"mult_adds"``) of ``model`` with ``norm``
-    at the paper's size (100 classes, one 224x224 image), as :mod:`dnbook.complexity` counts
-    them. Parameters are counted on PyTorch's ``meta`` device (shapes without values: nothing
-    is initialized); Mult-Adds from one real forward pass on the CPU."""
-    from dnbook.complexity import profile
-    from dnbook.models import build_model
-
+    at the paper's size (100 classes, one 224x224 image), as :mod:`dnbook.cost.flops` counts
+    them: parameters on PyTorch's ``meta`` device, Mult-Adds from one real forward pass on the
+    CPU."""
     if kind == "params":
-        with torch.device("meta"):
-            network = build_model(model, num_classes=100, norm=norm)
-        return sum(p.numel() for p in network.parameters())
+        return count_params(model, norm, num_classes=100)
     # Mult-Adds need a forward pass that runs: DN's fast path reads values (its centring
     # pixel), which the meta device does not have.
     return profile(build_model(model, num_classes=100, norm=norm)).mult_adds
@@ -102,14 +98,10 @@ class MatchesPaperColumn:
         return "Holds if every paper #p is ours rounded or truncated to 0.01M; else does not hold."
 
     def evaluate(self, experiment: str, store: ResultsStore) -> Evaluation:
-        from dnbook.complexity import PAPER_TABLE
-
         rows = {(r.model, r.norm) for r in PAPER_TABLE}
         return self.judge({row: count(*row, "params") for row in rows})
 
     def judge(self, params: Mapping[tuple[str, str], int]) -> Evaluation:
-        from dnbook.complexity import PAPER_TABLE, agrees_with_paper
-
         rows = [r for r in PAPER_TABLE if (r.model, r.norm) in params]
         wrong = [r for r in rows if not agrees_with_paper(params[r.model, r.norm], r.params_m)]
         measurement = f"{len(rows) - len(wrong)} of {len(rows)} rows agree" + "".join(
