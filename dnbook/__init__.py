@@ -1,6 +1,8 @@
 """dnbook: an executable textbook on normalization layers, from Batch Normalization to
 Dynamic Normalization (DN-C and DN-B)."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from dnbook._io import ConfigError, CorruptFileWarning
 from dnbook.norms import (
     BatchNorm2d,
@@ -15,7 +17,10 @@ from dnbook.norms import (
     make_norm,
 )
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version, as pyproject.toml states it
+    __version__ = version("dnbook")
+except PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BatchNorm2d",

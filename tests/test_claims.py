@@ -363,23 +363,32 @@ def record(value, seed, profile="cpu", test_acc=60.0):
 CH8_ACCURACY = (("1", 50.0), ("2", 50.1), ("32", 50.0))
 
 
+def ch8(accuracy: dict[str, float]) -> dict:
+    """A ``test_batch`` value as chapter 8 stores it, eval mode only."""
+    return {"eval": {b: {"accuracy": a} for b, a in accuracy.items()}}
+
+
+def test_test_batch_reads_chapter_8s_format():
+    # chapter 8's: eval mode (the paper's setting) and train mode (the contrast)
+    value = {
+        "eval_images": 500,
+        "eval": {b: {"accuracy": a, "changed_predictions": 0} for b, a in CH8_ACCURACY},
+        "train": {b: {"accuracy": 10.0, "changed_predictions": 40} for b, _ in CH8_ACCURACY},
+    }
+    assert claims.measured._accuracy_by_batch(value) == {1: 50.0, 2: 50.1, 32: 50.0}
+
+
 @pytest.mark.parametrize(
     "value",
     [
         {"1": 50.0, "2": 50.1, "32": 50.0},
-        # chapter 8's: eval mode (the paper's setting) and train mode (the contrast)
-        {
-            "eval_images": 500,
-            "eval": {b: {"accuracy": a, "changed_predictions": 0} for b, a in CH8_ACCURACY},
-            "train": {b: {"accuracy": 10.0, "changed_predictions": 40} for b, _ in CH8_ACCURACY},
-        },
-        {"accuracy": {"1": 50.0, "2": 50.1, "32": 50.0}, "note": "eval mode"},
+        {"accuracy": {"1": 50.0, "2": 50.1, "32": 50.0}},
         {"batch_sizes": [1, 2, 32], "test_acc": [50.0, 50.1, 50.0]},
         [{"batch_size": b, "acc": a} for b, a in ((1, 50.0), (2, 50.1), (32, 50.0))],
     ],
 )
-def test_test_batch_formats(value):
-    assert claims.measured._accuracy_by_batch(value) == {1: 50.0, 2: 50.1, 32: 50.0}
+def test_test_batch_reads_no_other_format(value):
+    assert claims.measured._accuracy_by_batch(value) == {}
 
 
 @pytest.mark.parametrize(
@@ -395,7 +404,7 @@ def test_test_batch_formats(value):
 )
 def test_test_batch_invariance(spreads, profile, test_acc, verdict):
     records = [
-        record({"1": 40.0 + s, "2": 40.0, "32": 40.0}, seed, profile, test_acc)
+        record(ch8({"1": 40.0 + s, "2": 40.0, "32": 40.0}), seed, profile, test_acc)
         for seed, s in enumerate(spreads)
     ]
     assert TestBatchInvariance("X").judge(records).verdict == verdict
@@ -535,7 +544,7 @@ def test_evaluate_reads_stored_measurements(tmp_path, monkeypatch):
             "config": config.to_dict(),
             "hardware": {"cpu": "test CPU"},
         }
-        path.write_text(json.dumps({**stored, "value": {"1": 30.0, "2": 30.0, "32": 30.0}}))
+        path.write_text(json.dumps({**stored, "value": ch8({"1": 30.0, "2": 30.0, "32": 30.0})}))
     found = claim.evaluate(ResultsStore(tmp_path))
     assert (found.verdict, found.profile) == (HOLDS, "cpu")
 

@@ -31,8 +31,6 @@ from dnbook.claims.verdicts import (
 )
 from dnbook.tables import mean_std
 
-ACCURACY_KEYS = ("accuracy", "test_acc", "acc")
-
 
 def _number(value: Any) -> float | None:
     """``value`` as a float if it is a number, else ``None``."""
@@ -42,39 +40,19 @@ def _number(value: Any) -> float | None:
 
 
 def _accuracy_by_batch(value: Any) -> dict[int, float]:
-    """Test accuracy per test batch size from a stored ``test_batch`` value, read tolerantly.
-
-    Chapter 8 stores ``{"eval": {"1": {"accuracy": 83.9, ...}, "2": ...}, "train": ...}``
-    (evaluation mode is the paper's setting; training mode is its contrast). Also understood:
-    ``{"1": 83.9, ...}``; the same under ``"accuracy"`` or ``"test_acc"``;
-    ``{"batch_sizes": [...], "accuracy": [...]}``; a list of ``{"batch_size", "accuracy"}``
-    records (``"test_acc"`` or ``"acc"`` accepted for the accuracy). Anything else: ``{}``.
-    """
-    if isinstance(value, list):
-        return {
-            int(row["batch_size"]): acc
-            for row in value
-            if isinstance(row, dict) and "batch_size" in row and (acc := _accuracy(row)) is not None
-        }
-    if not isinstance(value, dict):
+    """Test accuracy per test batch size from a stored ``test_batch`` value, as chapter 8
+    stores it: ``{"eval": {"1": {"accuracy": 83.9, ...}, "2": ...}, "train": ...}`` (evaluation
+    mode is the paper's setting; training mode is its contrast). Anything else: ``{}``."""
+    table = value.get("eval") if isinstance(value, dict) else None
+    if not isinstance(table, dict):
         return {}
-    if "batch_sizes" in value:
-        accuracies = next((value[k] for k in ACCURACY_KEYS if k in value), [])
-        return {int(b): float(a) for b, a in zip(value["batch_sizes"], accuracies, strict=False)}
-    for key in ("eval", *ACCURACY_KEYS):
-        if isinstance(value.get(key), dict):
-            return _accuracy_by_batch(value[key])
-    table = {}
-    for key, entry in value.items():
-        accuracy = _accuracy(entry) if isinstance(entry, dict) else _number(entry)
-        if str(key).isdigit() and accuracy is not None:
-            table[int(key)] = accuracy
-    return table
-
-
-def _accuracy(row: dict) -> float | None:
-    """The first of :data:`ACCURACY_KEYS` that ``row`` has, as a float."""
-    return next((_number(row[k]) for k in ACCURACY_KEYS if k in row), None)
+    return {
+        int(batch): accuracy
+        for batch, entry in table.items()
+        if str(batch).isdigit()
+        and isinstance(entry, dict)
+        and (accuracy := _number(entry.get("accuracy"))) is not None
+    }
 
 
 def _small_analysis(records: list[dict]) -> str | None:

@@ -87,11 +87,6 @@ def file_digest(path: str | Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
-def _decode_with_pillow(encoded: np.ndarray) -> np.ndarray:
-    with Image.open(io.BytesIO(encoded.tobytes())) as image:
-        return np.asarray(image.convert("RGB")).transpose(2, 0, 1)  # (3, H, W)
-
-
 def decode_jpeg_bytes(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Decode the images ``data[offsets[i]:offsets[i + 1]]`` into uint8 (N, 3, H, W).
 

@@ -114,11 +114,6 @@ def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
-        dist.barrier()
-
-
 def wrap_model(
     model: nn.Module, ctx: DistContext, device: torch.device, sync_bn: bool
 ) -> nn.Module:

@@ -9,22 +9,23 @@ from torch import nn
 
 from dnbook.norms import make_norm
 
-NormSpec = str | Callable[[int], nn.Module]
+# A model's norm argument: a spec string or a ``channels -> module`` callable.
+NormArg = str | Callable[[int], nn.Module]
 Stem = Literal["imagenet", "cifar"]
 STEMS = ("imagenet", "cifar")
 
 
-def resolve_norm(model: str, norm: NormSpec, stem: str) -> tuple[Callable, type[nn.Conv2d]]:
+def resolve_norm(model: str, norm: NormArg, stem: str) -> tuple[Callable, type[nn.Conv2d]]:
     """Return ``(norm_factory, conv_class)`` for a model's ``norm`` and check its ``stem``.
 
     The spec is resolved once and the same factory is handed to every block (timm style). The
-    conv class is the factory's ``conv_layer`` (MABN's weight-centralized ``CenConv2d``) when it
-    has one, else ``nn.Conv2d``.
+    conv class is the factory's ``conv_layer`` (MABN's weight-centralized ``CenConv2d``; else
+    ``nn.Conv2d``).
     """
     if stem not in STEMS:
         raise ValueError(f"{model}: expected stem one of {STEMS}, got {stem!r}")
     norm_factory = make_norm(norm)
-    return norm_factory, getattr(norm_factory, "conv_layer", nn.Conv2d)
+    return norm_factory, norm_factory.conv_layer
 
 
 def conv_layer(

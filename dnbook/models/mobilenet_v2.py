@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dnbook.models._layers import NormSpec, Stem, conv_layer, resolve_norm
+from dnbook.models._layers import NormArg, Stem, conv_layer, resolve_norm
 
 # One row per stage: (expansion t, output channels c, blocks n, stride of the first block s),
 # Table 2 of the MobileNetV2 paper.
@@ -115,7 +115,7 @@ class MobileNetV2(nn.Module):
     def __init__(
         self,
         num_classes: int = 100,
-        norm: NormSpec = "bn",
+        norm: NormArg = "bn",
         width_mult: float = 1.0,
         stem: Stem = "imagenet",
         dropout: float = 0.2,
@@ -168,7 +168,7 @@ class MobileNetV2(nn.Module):
 
 def mobilenet_v2(
     num_classes: int = 100,
-    norm: NormSpec = "bn",
+    norm: NormArg = "bn",
     width_mult: float = 1.0,
     stem: Stem = "imagenet",
 ) -> MobileNetV2:

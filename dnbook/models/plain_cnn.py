@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dnbook.models._layers import NormSpec, Stem, conv_layer, resolve_norm
+from dnbook.models._layers import NormArg, Stem, conv_layer, resolve_norm
 
 BASE_WIDTHS = (64, 128, 128, 256, 256)  # channels of the five convs at width_mult=1
 STRIDES = (1, 2, 1, 2, 1)
@@ -49,7 +49,7 @@ class PlainCNN(nn.Module):
     def __init__(
         self,
         num_classes: int = 10,
-        norm: NormSpec = "bn",
+        norm: NormArg = "bn",
         width_mult: float = 1.0,
         stem: Stem = "cifar",
     ) -> None:
@@ -80,7 +80,7 @@ class PlainCNN(nn.Module):
 
 def plain_cnn(
     num_classes: int = 10,
-    norm: NormSpec = "bn",
+    norm: NormArg = "bn",
     width_mult: float = 1.0,
     stem: Stem = "cifar",
 ) -> PlainCNN:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dnbook.models._layers import NormSpec, Stem, conv_layer, resolve_norm
+from dnbook.models._layers import NormArg, Stem, conv_layer, resolve_norm
 
 BASE_WIDTHS = (64, 128, 256, 512)  # channels of the four stages at width_mult=1
 
@@ -66,7 +66,7 @@ class ResNet(nn.Module):
         self,
         blocks_per_stage: tuple[int, int, int, int],
         num_classes: int = 100,
-        norm: NormSpec = "bn",
+        norm: NormArg = "bn",
         width_mult: float = 1.0,
         stem: Stem = "imagenet",
     ) -> None:
@@ -145,7 +145,7 @@ _RESNET_DOC = """{name} whose every BatchNorm is replaced by ``norm``.
 
 def resnet18(
     num_classes: int = 100,
-    norm: NormSpec = "bn",
+    norm: NormArg = "bn",
     width_mult: float = 1.0,
     stem: Stem = "imagenet",
 ) -> ResNet:
@@ -154,7 +154,7 @@ def resnet18(
 
 def resnet34(
     num_classes: int = 100,
-    norm: NormSpec = "bn",
+    norm: NormArg = "bn",
     width_mult: float = 1.0,
     stem: Stem = "imagenet",
 ) -> ResNet:
