@@ -35,9 +35,11 @@ from scipy import stats
 from torch.nn import functional as F
 
 from dnbook._io import write_json, write_text
-from dnbook.engine import provenance
+from dnbook.engine import load_results, provenance
+from dnbook.engine.distributed import DistContext
 from dnbook.engine.environment import REPO_ROOT
 from dnbook.engine.profiles import get_profile
+from dnbook.engine.trainer import _default_model, _Loop, load_splits
 from dnbook.experiments import EXPERIMENTS
 from dnbook.tables import markdown_table
 
@@ -77,8 +79,6 @@ def compare_paths(
     per-seed ratios of seeds where both reached the target, their geometric mean and a t
     interval on the log scale. ``targets`` maps a model name to its target test accuracy
     (default :data:`TARGETS`)."""
-    from dnbook.engine import load_results
-
     targets = TARGETS if targets is None else targets
     profile = get_profile(profile)
     experiment_ = EXPERIMENTS[experiment]
@@ -161,9 +161,6 @@ def step_breakdown(config, steps: int = 6, warmup: int = 2, splits=None) -> dict
     Returns the milliseconds per step of each category, their fractions, the images per
     second of the timed steps, and the evaluation images per second."""
     from torch.profiler import ProfilerActivity, profile, record_function
-
-    from dnbook.engine.distributed import DistContext
-    from dnbook.engine.trainer import _default_model, _Loop, load_splits
 
     device = torch.device("cpu")
     splits = splits if splits is not None else load_splits(config)

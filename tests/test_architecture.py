@@ -1,8 +1,9 @@
-"""The library's shape: stored results keep their hashes, and (below) its modules import each
-other without cycles."""
+"""The library's shape: its modules import each other without cycles and at module level, and
+stored results keep their hashes through any refactor."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -13,8 +14,94 @@ from dnbook.engine.config import TrainConfig
 from dnbook.engine.environment import REPO_ROOT
 from dnbook.experiments import EXPERIMENTS, configs
 
+PACKAGE = REPO_ROOT / "dnbook"
 RESULTS = REPO_ROOT / "results"
 PINNED = json.loads((Path(__file__).parent / "registry_hashes.json").read_text())
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imported(node: ast.Import | ast.ImportFrom, here: str) -> set[str]:
+    """The dnbook modules an import statement runs: ``from P import name`` runs ``P.name`` where
+    that is a module, else ``P`` (its ``__init__``)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+        return {name for name in names if name in MODULES}
+    base = node.module or ""
+    if node.level:  # relative: from the package holding ``here``
+        package = here if MODULES[here].name == "__init__.py" else here.rsplit(".", 1)[0]
+        base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base])
+        base = base.rstrip(".")
+    if base not in MODULES:
+        return set()
+    return {f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names}
+
+
+def _imports(module: str) -> tuple[set[str], list[tuple[int, str]]]:
+    """The dnbook modules ``module`` imports when it is imported (outside functions and ``if
+    TYPE_CHECKING`` blocks), and ``(line, statement)`` of each dnbook import inside a function."""
+    tree = ast.parse(MODULES[module].read_text())
+    at_import, in_functions = set(), []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found = _imported(node, module)
+            if found and in_function:
+                in_functions.append((node.lineno, ast.unparse(node)))
+            elif not in_function:
+                at_import.update(found)
+        inside = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inside)
+
+    visit(tree, False)
+    return at_import - {module}, in_functions
+
+
+GRAPH = {module: _imports(module)[0] for module in MODULES}
+
+
+def _cycle_through(start: str) -> list[str] | None:
+    """A shortest import cycle from ``start`` back to itself, or ``None``."""
+    paths, seen = [[start]], {start}
+    while paths:
+        path = paths.pop(0)
+        for target in sorted(GRAPH[path[-1]]):
+            if target == start:
+                return [*path, start]
+            if target not in seen:
+                seen.add(target)
+                paths.append([*path, target])
+    return None
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_import_cycle(module):
+    cycle = _cycle_through(module)
+    assert cycle is None, " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - {"dnbook.__main__"}))
+def test_dnbook_is_imported_at_module_level(module):
+    """An import inside a function hides a dependency (often to dodge a cycle); only the command
+    line, which keeps its start fast, imports what a subcommand needs when it runs."""
+    assert _imports(module)[1] == []
+
+
+def test_the_scan_sees_imports():
+    """The scan above finds the edges it must (else every check would pass vacuously)."""
+    assert "dnbook.engine.store" in GRAPH["dnbook.engine.runs"]
+    assert "dnbook.norms.batchnorm" in GRAPH["dnbook.norms"]
+    assert _imports("dnbook.__main__")[1], "the command line's imports are made in functions"
+
 
 # Stored runs whose file name is not their config's hash today, and why. These four cpu_v1 runs
 # were stored under a short norm spec before the hash expanded specs to every option; the

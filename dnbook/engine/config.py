@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnbook._validation import check_int
+from dnbook.models import MODEL_NAMES
+from dnbook.norms import make_norm, parse_spec
+from dnbook.norms.factory import hashed_options
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,6 @@ class TrainConfig:
 
 
 def _expanded_norm(spec: str) -> str:
-    from dnbook.norms import make_norm
-    from dnbook.norms.factory import hashed_options
-
     factory = make_norm(spec)
     # every option, less those added after the stored results and at their legacy value
     hashed = hashed_options(factory.name, factory.options)
@@ -123,9 +123,6 @@ def _expanded_norm(spec: str) -> str:
 
 
 def _validate(config: TrainConfig) -> None:
-    from dnbook.models import MODEL_NAMES
-    from dnbook.norms import parse_spec
-
     if config.model not in MODEL_NAMES:
         raise ValueError(
             f"TrainConfig: model must be one of {sorted(MODEL_NAMES)}, got {config.model!r}"

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 import torchvision
 
-import dnbook
+from dnbook import __version__
 
-REPO_ROOT = Path(dnbook.__file__).resolve().parents[1]
+# dnbook/engine/environment.py -> the checkout (or site-packages) holding the dnbook folder
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cpu_model() -> str:
@@ -67,7 +68,7 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
-        "dnbook": dnbook.__version__,
+        "dnbook": __version__,
     }
 
 

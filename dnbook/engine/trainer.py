@@ -29,12 +29,14 @@ from tqdm.auto import tqdm
 from dnbook import _io
 from dnbook._io import ConfigError
 from dnbook._validation import check_int
+from dnbook.data import DeviceLoader, load_dataset
 from dnbook.engine import distributed
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.distributed import DistContext
 from dnbook.engine.divergence import grad_norm, locate_nonfinite
 from dnbook.engine.environment import cpu_bf16_native
 from dnbook.engine.saturation import PROBE_IMAGES, SaturationProbe, dn_b_layers
+from dnbook.models import build_model
 from dnbook.norms.factory import is_norm_module
 
 ModelFactory = Callable[[int], nn.Module]  # num_classes -> model
@@ -177,8 +179,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _default_model(config: TrainConfig) -> ModelFactory:
-    from dnbook.models import build_model
-
     def build(num_classes: int) -> nn.Module:
         return build_model(
             config.model,
@@ -193,8 +193,6 @@ def _default_model(config: TrainConfig) -> ModelFactory:
 
 def load_splits(config: TrainConfig):
     """The train / validation / test splits ``config`` names (subsets drawn with seed 0)."""
-    from dnbook.data import load_dataset
-
     # The split seed is fixed: every training seed sees the same train/val/test images.
     return load_dataset(
         config.dataset, n_train=config.n_train, n_val=config.n_val, n_test=config.n_test, seed=0
@@ -213,8 +211,6 @@ class _Loop:
         device: torch.device,
         progress: bool,
     ):
-        from dnbook.data import DeviceLoader
-
         self.config, self.ctx, self.device = config, ctx, device
         self.show_progress = progress and ctx.is_main
         self.num_classes = len(splits.classes)
