@@ -1,5 +1,10 @@
 """The training engine: configs, the trainer, the results store, profiles and DDP.
 
+Modules: ``config`` (one run), ``profiles`` (a scale), ``trainer`` (the loop), ``store`` (where
+results are and every query of them), ``runs`` (a run read back or trained and stored),
+``runner`` (experiments as sets of runs), ``provenance`` and ``environment`` (where a result
+came from), ``distributed`` and ``divergence``.
+
 * ``TrainConfig``: one run, a frozen dataclass with a stable ``hash()``.
 * ``run(config, profile=...)``: the stored result of a config, trained first if needed.
 * ``trained_model(config, profile=...)``: its best-validation weights in the model.
