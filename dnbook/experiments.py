@@ -72,10 +72,17 @@ DNB_16_OUP = ("DN-B(16,oup)", {"norm": dnb(16, "oup")})
 SMALL_BATCHES = (2, 4, 8, 16, 64)
 
 
-def _lr_sweep(norms: dict[str, str], lrs: Iterable[float], **common) -> Variants:
-    """Every norm at every learning rate."""
+def _lr_sweep(
+    norms: dict[str, str], lrs: Iterable[float], absolute: bool = False, **common
+) -> Variants:
+    """Every norm at every learning rate: in the paper's units, or ``absolute`` (the sweeps
+    that define a profile's ``lr_star``, labelled ``lr 0.1`` by ``:g``)."""
+    key = "absolute_lr" if absolute else "lr"
     return tuple(
-        (f"{label} lr {lr}", {"norm": norm, "lr": lr, **common})
+        (
+            f"{label} lr {lr:g}" if absolute else f"{label} lr {lr}",
+            {"norm": norm, key: lr, **common},
+        )
         for label, norm in norms.items()
         for lr in lrs
     )
@@ -337,14 +344,6 @@ EXPERIMENTS[DNB_DESIGN.name] = DNB_DESIGN
 CPU_SWEEP_LRS = (0.025, 0.05, 0.1, 0.2, 0.4)
 
 
-def _absolute_lr_sweep(norms: dict[str, str], lrs: Iterable[float], **common) -> Variants:
-    return tuple(
-        (f"{label} lr {lr:g}", {"norm": norm, "absolute_lr": lr, **common})
-        for label, norm in norms.items()
-        for lr in lrs
-    )
-
-
 LR_SWEEP = ScaledExperiment(
     "lr_sweep",
     "Stage 0: test accuracy against the learning rate, BN and DN-B (the profile's lr_star)",
@@ -353,10 +352,10 @@ LR_SWEEP = ScaledExperiment(
     "ResNet-18 and MobileNetV2 at the profile's width, batch 64, the profile's recipe. lr_star "
     "is BN's best learning rate here; the paper's lr 0.2 maps to lr_star and its 0.5 to "
     "2.5 lr_star. Extend the grid until each curve turns over.",
-    _absolute_lr_sweep({"BN": "bn", "DN-B": dnb(16, 1)}, CPU_SWEEP_LRS, model="resnet18")
-    + _absolute_lr_sweep({"BN": "bn", "DN-B": dnb(16, 1)}, CPU_SWEEP_LRS),
+    _lr_sweep({"BN": "bn", "DN-B": dnb(16, 1)}, CPU_SWEEP_LRS, absolute=True, model="resnet18")
+    + _lr_sweep({"BN": "bn", "DN-B": dnb(16, 1)}, CPU_SWEEP_LRS, absolute=True),
     seeds={"cpu": (0,)},
-    ci_variants=_absolute_lr_sweep({"BN": "bn"}, (0.1,), model="resnet18"),
+    ci_variants=_lr_sweep({"BN": "bn"}, (0.1,), absolute=True, model="resnet18"),
 )
 
 CPU_PILOT = ScaledExperiment(
