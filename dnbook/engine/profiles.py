@@ -146,7 +146,7 @@ PROFILES: dict[str, Profile] = {
     # rates are used unchanged. r keeps the paper's values at width 0.25 (not yet remapped).
     "cpu": Profile(
         name="cpu",
-        description="full CIFAR-10, width 0.25, 3 epochs: BN learns; ~1 hour a chapter on 2 cores",
+        description="full CIFAR-10, width 0.25, 3 epochs: BN learns; hours a chapter on 2 cores",
         dataset="cifar10",
         n_train=None,
         n_val=None,
