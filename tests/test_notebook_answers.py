@@ -34,7 +34,7 @@ KNOWN_ANSWERS = [
     ("02_small_batches", "Exercise 1 (b)", 768, None, ["768", "12 * 64", "96 // 8 * 64"]),
     ("02_small_batches", "Exercise 1 (c)", 96, None, ["96"]),
     ("02_small_batches", "Exercise 3", None, None, ["sqrt(5)", "1.342", "mu = 4", "-3 /"]),
-    ("02_small_batches", "Exercise 4 (a)", 32, None, ["32", "8 * 4", "buffer_size x batch"]),
+    ("02_small_batches", "Exercise 4 (a)", 16, None, ["16", "8 * 2", "buffer_size x batch"]),
     ("02_small_batches", "Exercise 4 (b)", 24, None, ["24", "48 / 2", "48 // 2"]),
     ("02_small_batches", "Exercise 4 (c)", 100, None, ["100"]),
     ("03_squeeze_excitation", "Exercise 1", (1254, 49), None, ["1254", "49", "C' = 6"]),
