@@ -448,10 +448,10 @@ TESTBED_BATCHES = (2, 8, 32)
 
 BN_TESTBED = ScaledExperiment(
     "bn_testbed",
-    "Chapter 1: a plain CNN with and without BN at a moderate and a high learning rate",
+    "Chapter 1: a plain CNN with and without BN at a low, a moderate and a high learning rate",
     "Not in the paper: chapter 1's 'what BN buys' (Ioffe & Szegedy, 2015, section 4.2)",
     "PlainCNN (five 3x3 convs, widths 16-64 at width 0.25; no shortcuts), norm 'none' (the "
-    "convs get a bias) or 'bn', absolute lr 0.02 and 0.5, batch 64, SGD with the profile's "
+    "convs get a bias) or 'bn', absolute lr 0.02, 0.1 and 0.5, batch 64, SGD with the profile's "
     "recipe (cpu: Nesterov momentum 0.9, weight decay 5e-4 off norms and biases), one epoch of "
     "all 45,000 training images (703 steps) with a linear warm-up over the first 10% and cosine "
     "to zero, the profile's seeds (cpu: 0, 1, 2). Sized by a pilot under the machine's load "
