@@ -1,5 +1,7 @@
-"""The old import path of :mod:`dnbook.cost.flops` and :mod:`dnbook.cost.paper`, which the
-chapters use: every name it had, from there. ``Profile`` is :class:`~dnbook.cost.flops.ModelCost`
+"""Parameters and Mult-Adds of a model, and the paper's #p and Mult-Adds columns beside ours.
+
+The chapters' import path for :mod:`dnbook.cost.flops` and :mod:`dnbook.cost.paper`, where the
+code lives: every name it had, from there. ``Profile`` is :class:`~dnbook.cost.flops.ModelCost`
 (renamed: :class:`dnbook.engine.profiles.Profile` is a training scale)."""
 
 from dnbook.cost.flops import IMAGENET_INPUT as IMAGENET_INPUT
