@@ -33,7 +33,13 @@ TWINS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "nn.GroupNorm": (nn.GroupNorm, GroupNorm),
 }
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-TOLERANCE = {torch.float64: {"atol": 1e-10, "rtol": 1e-10}, torch.float32: {}}
+# float32: the parameter gradients are sums over the batch and the pixels, and two summation
+# orders of terms larger than the sum differ by more than torch's elementwise default (CI saw
+# grad_weight off by 1.6e-5 on a value near 2, i.e. 8e-6 relative, for BatchNorm2d in eval)
+TOLERANCE = {
+    torch.float64: {"atol": 1e-10, "rtol": 1e-10},
+    torch.float32: {"atol": 1e-4, "rtol": 2e-5},
+}
 
 _EXTRACT = """
 import sys, types, unittest
