@@ -32,9 +32,9 @@ from dnbook.claims import (
     TestBatchInvariance,
     TrainingOutcome,
 )
-from dnbook.claims import store as claim_store
 from dnbook.claims.ledger import _drop_less
 from dnbook.complexity import PAPER_TABLE
+from dnbook.engine import store as engine_store
 from dnbook.engine.profiles import get_profile
 from dnbook.experiments import EXPERIMENTS
 
@@ -506,7 +506,7 @@ def test_nothing_stored_is_not_tested(tmp_path):
 def test_evaluate_reads_the_largest_profile_with_every_variant(tmp_path, monkeypatch):
     # the new cpu profile is left out of PROFILE_ORDER until the chapters show it; the rule
     # reads whichever profiles the order lists, so put it back for this test
-    monkeypatch.setattr(claim_store, "PROFILE_ORDER", ("paper", "gpu", "cpu", "cpu_v1", "ci"))
+    monkeypatch.setattr(engine_store, "PROFILE_ORDER", ("paper", "gpu", "cpu", "cpu_v1", "ci"))
     """DN-B(16,1) beats BN by about 2 points in every seed at cpu; ci has the reverse. A cpu
     grid with BN missing falls back to ci, which never tests anything."""
     claim = next(c for c in CLAIMS if c.id == "dnb_g1_beats_bn")
@@ -526,12 +526,12 @@ def test_evaluate_reads_the_largest_profile_with_every_variant(tmp_path, monkeyp
     assert found.seeds == get_profile("cpu").headline_seeds
     assert found.hardware == "test CPU" and found.dataset.startswith("cifar10 (all train")
     # val accuracy rises by 1 point every epoch in these curves
-    stored = ResultsStore(tmp_path).runs("table2", "cpu")
+    stored = ResultsStore(tmp_path).runs(EXPERIMENTS["table2"], "cpu")
     assert stored["val_change"].eq(1.0).all() and stored["steps"].eq(4218).all()
 
 
 def test_evaluate_reads_stored_measurements(tmp_path, monkeypatch):
-    monkeypatch.setattr(claim_store, "PROFILE_ORDER", ("paper", "gpu", "cpu", "cpu_v1", "ci"))
+    monkeypatch.setattr(engine_store, "PROFILE_ORDER", ("paper", "gpu", "cpu", "cpu_v1", "ci"))
     claim = next(c for c in CLAIMS if c.id == "test_batch")
     for config in _configs("table4", "cpu", "DN-B(16,1) b64"):
         _store_run(tmp_path, "cpu", config, 60.0)

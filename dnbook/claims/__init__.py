@@ -2,7 +2,9 @@
 
 * :mod:`dnbook.claims.verdicts`: the four verdicts ("holds", "does not hold", "inconclusive",
   "not tested"), the thresholds they rest on (with their reasons) and the paired 95% interval;
-* :mod:`dnbook.claims.store`: the stored runs and measurements as the rules read them;
+* :mod:`dnbook.claims.provenance`: where a verdict's evidence comes from, in words (the rules
+  read stored results only through :class:`dnbook.engine.store.ResultsStore`, re-exported
+  here);
 * :mod:`dnbook.claims.rules`: rules on trained runs (:class:`PairedGain`,
   :class:`TrainingOutcome`, :class:`NaNOutcome`);
 * :mod:`dnbook.claims.measured`: rules on measurements of trained models
@@ -29,7 +31,6 @@ from dnbook.claims.show import (
     to_markdown,
     verdict_line,
 )
-from dnbook.claims.store import ResultsStore
 from dnbook.claims.verdicts import (
     CHANCE_MARGIN,
     CONFIDENCE,
@@ -52,6 +53,7 @@ from dnbook.claims.verdicts import (
     side_of,
     thresholds,
 )
+from dnbook.engine.store import ResultsStore
 
 __all__ = [
     "CHANCE_MARGIN",

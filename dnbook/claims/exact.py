@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
-from dnbook.claims.store import ResultsStore
 from dnbook.claims.verdicts import FAILS, HOLDS, Evaluation
 from dnbook.cost.flops import count_params, profile
 from dnbook.cost.paper import PAPER_TABLE, agrees_with_paper
+from dnbook.engine.store import ResultsStore
 from dnbook.models import build_model
 
 EXACT = {"profile": "exact count", "dataset": "ImageNet-100 shapes (100 classes, 224 px)"}

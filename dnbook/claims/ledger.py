@@ -13,8 +13,8 @@ import pandas as pd
 from dnbook.claims.exact import CountOrder, MatchesPaperColumn, MultAddsIncrease
 from dnbook.claims.measured import ClassMeansAlike, TestBatchInvariance
 from dnbook.claims.rules import NaNOutcome, PairedGain, TrainingOutcome
-from dnbook.claims.store import ResultsStore
 from dnbook.claims.verdicts import Evaluation
+from dnbook.engine.store import ResultsStore
 
 Rule = (
     PairedGain

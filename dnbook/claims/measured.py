@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from dnbook.claims.provenance import analysis_provenance, plural
 from dnbook.claims.rules import CI_SMOKE
-from dnbook.claims.store import ResultsStore, analysis_provenance, plural
 from dnbook.claims.verdicts import (
     FAILS,
     HOLDS,
@@ -29,6 +29,8 @@ from dnbook.claims.verdicts import (
     paired_interval,
     side_of,
 )
+from dnbook.engine.store import ResultsStore
+from dnbook.experiments import EXPERIMENTS
 from dnbook.tables import mean_std
 
 
@@ -77,7 +79,7 @@ class _Measured:
     name: ClassVar[str]
 
     def evaluate(self, experiment: str, store: ResultsStore) -> Evaluation:
-        records = store.analyses(self.name, experiment, self.variant)
+        records = store.analyses(self.name, EXPERIMENTS[experiment], self.variant)
         if not records:
             return Evaluation(NOT_TESTED, f"not measured yet ({self.name} of {self.variant})")
         return self.judge(records)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dnbook.claims.store import ResultsStore, listed, plural, provenance
+from dnbook.claims.provenance import listed, plural, provenance
 from dnbook.claims.verdicts import (
     CHANCE_MARGIN,
     FAILS,
@@ -30,6 +30,8 @@ from dnbook.claims.verdicts import (
     paired_interval,
     side_of,
 )
+from dnbook.engine.store import ResultsStore
+from dnbook.experiments import EXPERIMENTS
 from dnbook.tables import mean_std
 
 CI_SMOKE = "ci profile: a smoke test (one epoch of 512 images), not a measurement"
@@ -126,7 +128,7 @@ class PairedGain:
 
     def evaluate(self, experiment: str, store: ResultsStore) -> Evaluation:
         needed = tuple(dict.fromkeys(self.variants + self.baselines))
-        runs = store.largest(experiment, needed)
+        runs = store.largest(EXPERIMENTS[experiment], needed)
         if runs.empty:
             return _not_run(f"{experiment}: {', '.join(needed)}")
         return self.judge(runs)
@@ -134,7 +136,8 @@ class PairedGain:
     def seed_differences(self, experiment: str, store: ResultsStore) -> pd.DataFrame:
         """The evidence :meth:`evaluate` reads, per paired seed: each variant's ``metric``,
         ``d`` and the ``profile`` (empty if nothing is stored)."""
-        runs = store.largest(experiment, tuple(dict.fromkeys(self.variants + self.baselines)))
+        needed = tuple(dict.fromkeys(self.variants + self.baselines))
+        runs = store.largest(EXPERIMENTS[experiment], needed)
         if runs.empty:
             return pd.DataFrame(columns=[*self.variants, "d", "profile"])
         table = self.values(runs)
@@ -192,7 +195,7 @@ class _VariantAndBaseline:
     read both at the largest profile that has them, then ``judge`` the runs."""
 
     def evaluate(self, experiment: str, store: ResultsStore) -> Evaluation:
-        runs = store.largest(experiment, (self.variant, self.baseline))
+        runs = store.largest(EXPERIMENTS[experiment], (self.variant, self.baseline))
         if runs.empty:
             return _not_run(f"{experiment}: {self.variant}, {self.baseline}")
         return self.judge(runs)

@@ -16,16 +16,20 @@ never change the committed results the chapters show, and never show up in ``git
 Queries: one result (:func:`stored_result`), a profile's (:func:`load_results`), an
 experiment's (:func:`experiment_runs`, :func:`largest_stored`), as DataFrames
 (:func:`results_frame`, :func:`runs_frame`, :func:`curves_frame`), and measurements
-(:func:`load_measurements`). A file that cannot be read is named in a
-:class:`dnbook.CorruptFileWarning` and skipped, never used and never fatal.
+(:func:`load_measurements`); :class:`ResultsStore` asks them once each for the claims. A
+file that cannot be read is named in a :class:`dnbook.CorruptFileWarning` and skipped, never
+used and never fatal.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -216,11 +220,14 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
     ``hardware`` (the GPU, else the CPU)."""
     frame = results_frame(results)
     frame["family"] = [TrainConfig.from_dict(r["config"]).replace(seed=0).hash() for r in results]
-    frame["hardware"] = [
-        (r.get("hardware") or {}).get("gpu") or (r.get("hardware") or {}).get("cpu") or "?"
-        for r in results
-    ]
+    frame["hardware"] = [hardware_name(r) for r in results]
     return frame
+
+
+def hardware_name(record: dict[str, Any]) -> str:
+    """The GPU a stored result or measurement was computed on, else its CPU (``"?"``)."""
+    hardware = record.get("hardware") or {}
+    return str(hardware.get("gpu") or hardware.get("cpu") or "?")
 
 
 def curves_frame(results: list[dict]) -> pd.DataFrame:
@@ -332,3 +339,72 @@ def load_measurements(
             if digest not in found and (record := read_measurement(path)) is not None:
                 found[digest] = record
     return found
+
+
+class ResultsStore:
+    """The queries above, each answered from disk once: an experiment's runs at each profile
+    and the measurements of its trained models, as the claims' verdict rules read them.
+
+    A rule reads the runs of the largest profile (:data:`PROFILE_ORDER`) that has every
+    variant it compares; variants are never mixed across profiles. ``experiment`` arguments
+    are :class:`~dnbook.engine.runner.Experiment` objects."""
+
+    def __init__(self, results_root: str | Path | None = None):
+        # passed through unchanged: with no root given, the committed results are read and
+        # then the reader's own (see results_roots)
+        self.root = results_root
+        self._runs: dict[tuple[str, str], pd.DataFrame] = {}
+
+    def runs(self, experiment: Any, profile: str) -> pd.DataFrame:
+        """:func:`experiment_runs` plus ``steps`` (optimizer steps the run took) and
+        ``val_change``: the mean absolute change of the validation accuracy from one epoch
+        to the next (points; Figure 1's steadiness, NaN for a run of one epoch)."""
+        key = (experiment.name, profile)
+        if key not in self._runs:
+            frame, results = experiment_runs(experiment, profile, self.root)
+            if not frame.empty:
+                by_hash = {r["hash"]: r for r in results}
+                frame["val_change"] = frame["hash"].map(
+                    lambda h: _mean_change(by_hash[h].get("curves") or [])
+                )
+                frame["steps"] = frame["hash"].map(lambda h: by_hash[h].get("steps"))
+            self._runs[key] = frame
+        return self._runs[key]
+
+    def largest(self, experiment: Any, variants: Sequence[str]) -> pd.DataFrame:
+        """The runs of ``variants`` at the largest profile that has every one of them (empty
+        if none has)."""
+        for profile in PROFILE_ORDER:
+            frame = self.runs(experiment, profile)
+            if not frame.empty and set(variants) <= set(frame["variant"].astype(str)):
+                return frame[frame["variant"].astype(str).isin(variants)].reset_index(drop=True)
+        return pd.DataFrame()
+
+    def analyses(self, name: str, experiment: Any, variant: str) -> list[dict]:
+        """The stored measurements ``name`` of ``variant``'s trained models, at the largest
+        profile that has any, one record per seed. Each record gets ``profile`` = the folder it
+        was read from (a record keeps the profile name it was measured under, which a renamed
+        profile no longer has) and ``run``: the measured model's row of :meth:`runs` (or
+        ``None`` if that run is not stored)."""
+        for profile in PROFILE_ORDER:
+            labels = experiment.labels(profile)
+            hashes = {h for h, label in labels.items() if label == variant}
+            stored = load_measurements(name, profile, self.root)
+            records = [
+                {**record, "hash": digest}
+                for digest, record in sorted(stored.items())
+                if digest in hashes
+            ]
+            if records:
+                runs = self.runs(experiment, profile)
+                rows = {} if runs.empty else dict(list(runs.set_index("hash").iterrows()))
+                for record in records:
+                    record["profile"] = profile
+                    record["run"] = rows.get(record["hash"])
+                return records
+        return []
+
+
+def _mean_change(curves: list[dict]) -> float:
+    values = [row["val_acc"] for row in curves if row.get("val_acc") is not None]
+    return float(np.mean(np.abs(np.diff(values)))) if len(values) > 1 else math.nan
