@@ -75,6 +75,12 @@ def warn_corrupt(path: str | Path, reason: str, action: str) -> None:
     warnings.warn(f"{path} is unreadable ({reason}); {action}", CorruptFileWarning, stacklevel=1)
 
 
+def error_reason(error: BaseException) -> str:
+    """The first line of an error's message, with its type: a warning's ``reason``."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 def move_aside(path: str | Path) -> Path:
     """Rename ``path`` to ``<path>.corrupt`` (replacing an older one) and return the new path."""
     path = Path(path)

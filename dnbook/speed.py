@@ -38,8 +38,9 @@ from dnbook._io import write_json, write_text
 from dnbook.engine import load_results, provenance
 from dnbook.engine.distributed import DistContext
 from dnbook.engine.environment import REPO_ROOT
+from dnbook.engine.loop import Loop
 from dnbook.engine.profiles import get_profile
-from dnbook.engine.trainer import _default_model, _Loop, load_splits
+from dnbook.engine.trainer import _default_model, load_splits
 from dnbook.experiments import EXPERIMENTS
 from dnbook.tables import markdown_table
 
@@ -165,7 +166,7 @@ def step_breakdown(config, steps: int = 6, warmup: int = 2, splits=None) -> dict
     device = torch.device("cpu")
     splits = splits if splits is not None else load_splits(config)
     ctx = DistContext()
-    loop = _Loop(config, splits, _default_model(config), ctx, device, progress=False)
+    loop = Loop(config, splits, _default_model(config), ctx, device, progress=False)
     loop.model.train()
     batches = iter(loop.train_loader)
 

@@ -808,7 +808,7 @@ def test_a_bug_during_training_keeps_its_traceback(monkeypatch):
     def broken_step(self, images, labels):
         raise ValueError("a bug in the training step")
 
-    monkeypatch.setattr(trainer._Loop, "train_step", broken_step)
+    monkeypatch.setattr(trainer.Loop, "train_step", broken_step)
     with pytest.raises(ValueError, match="a bug in the training step"):
         main(TRAIN_ARGV)
 

@@ -10,7 +10,8 @@ FlopCounterMode only counts the ops it knows. A layer that computes an FC by a b
 multiply and a sum (an ``einsum`` can lower to one) is silently counted as zero, which is why
 ``tests/test_complexity.py`` checks, with :func:`count_by_module`, that every norm layer's
 SC-module FCs are counted. Parameters of a named model are counted on the ``meta`` device
-(:func:`count_params`: shapes without values, nothing initialized).
+(:func:`count_params`: shapes without values, nothing initialized); :func:`num_params` counts
+those of a built model, the one count the trainer and the tables share.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def profile(model: nn.Module, input_size: InputSize = IMAGENET_INPUT) -> ModelCo
         >>> p.params, p.mult_adds
         (2351972, 299622272)
     """
-    params = sum(p.numel() for p in model.parameters())
+    params = num_params(model)
     flops = _count(model, input_size).get_total_flops()
     return ModelCost(params=params, mult_adds=flops // 2)
 
@@ -133,4 +134,9 @@ def count_params(name: str, norm: str = "bn", num_classes: int = 100) -> int:
     ``meta`` device: shapes without values, so nothing is initialized or allocated."""
     with torch.device("meta"):
         network = build_model(name, num_classes=num_classes, norm=norm)
-    return sum(p.numel() for p in network.parameters())
+    return num_params(network)
+
+
+def num_params(model: nn.Module) -> int:
+    """Parameters of ``model`` (every element of every parameter, shared ones counted once)."""
+    return sum(p.numel() for p in model.parameters())

@@ -150,15 +150,11 @@ def read_weights(path: Path) -> dict[str, torch.Tensor] | None:
             raise ValueError("not a dict of tensors")
     except Exception as error:  # a torch.load of a damaged file raises many kinds
         aside = _io.move_aside(path)
-        _io.warn_corrupt(path, _reason(error), f"moved to {aside.name}; training the run again")
+        _io.warn_corrupt(
+            path, _io.error_reason(error), f"moved to {aside.name}; training the run again"
+        )
         return None
     return state
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of an error's message, with its type."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def load_results(
