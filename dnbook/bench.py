@@ -19,8 +19,8 @@ Usage::
 A spec ending in ``@reference`` builds the model with that spec and switches its
 :class:`~dnbook.norms.DynamicNorm2d` layers to the step-by-step teaching path
 (``impl="reference"``), to measure what the fast path saves. A spec ending in ``@path=REV``
-runs its DynamicNorm2d layers through ``dnbook/norms/fast_dynamic.py`` as it was at the git
-revision ``REV`` of this repository (read with ``git show``), so that an earlier fast path and
+runs its DynamicNorm2d layers through the fast path (``dnbook/norms/fast_*.py``) as it was at the
+git revision ``REV`` of this repository (read with ``git show``), so that an earlier fast path and
 today's are timed side by side in one process::
 
     python -m dnbook bench --specs bn dnb:r=16,g=1@path=b30379c dnb:r=16,g=1 --layer-shapes
@@ -91,20 +91,49 @@ def use_reference_path(module: nn.Module) -> nn.Module:
 
 
 PATH_PREFIX = "path="
-FAST_PATH_FILE = "dnbook/norms/fast_dynamic.py"
+# The fast path's files, in the order they import each other (an earlier revision may hold the
+# whole path in the last one alone).
+FAST_PATH_FILES = {
+    "dnbook.norms.fast_passes": "dnbook/norms/fast_passes.py",
+    "dnbook.norms.fast_coefficients": "dnbook/norms/fast_coefficients.py",
+    "dnbook.norms.fast_dynamic": "dnbook/norms/fast_dynamic.py",
+}
+
+
+def _source_at(revision: str, path: str) -> str | None:
+    """The text of ``path`` at git ``revision``, or ``None`` where the revision has no such file."""
+    shown = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
+        capture_output=True,
+        text=True,
+    )
+    return shown.stdout if shown.returncode == 0 else None
 
 
 def fast_path_at(revision: str) -> types.ModuleType:
-    """``dnbook/norms/fast_dynamic.py`` as it was at git ``revision``, loaded as a module of
-    its own (it imports nothing from dnbook)."""
-    source = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "show", f"{revision}:{FAST_PATH_FILE}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    module = types.ModuleType(f"fast_dynamic_at_{revision}")
-    exec(compile(source, f"{revision}:{FAST_PATH_FILE}", "exec"), module.__dict__)  # noqa: S102
+    """``dnbook.norms.fast_dynamic`` as it was at git ``revision``, loaded as a module of its
+    own: each of :data:`FAST_PATH_FILES` that the revision has is run in turn, importing the
+    others as they were at that revision (the fast path imports nothing else from dnbook)."""
+    saved = {name: sys.modules.get(name) for name in FAST_PATH_FILES}
+    module = None
+    try:
+        for name, path in FAST_PATH_FILES.items():
+            source = _source_at(revision, path)
+            if source is None:
+                continue
+            module = types.ModuleType(f"{name}_at_{revision}")
+            sys.modules[name] = module  # what the next file's imports find
+            exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)  # noqa: S102
+    finally:
+        for name, previous in saved.items():
+            if previous is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = previous
+    if module is None or source is None:
+        raise ValueError(
+            f"git revision {revision!r} has no {FAST_PATH_FILES['dnbook.norms.fast_dynamic']}"
+        )
     return module
 
 
