@@ -1,0 +1,281 @@
+"""Side-by-side speed of the norm layers: a MobileNetV2 training step and one layer alone.
+
+Every model (or layer) of a run lives in the same process and is timed in turn, round-robin,
+one step each per round, the starting model rotating from round to round
+(:mod:`~dnbook.bench.timing`); so a slow minute of a shared machine hits every norm alike, and
+the figures that matter are the ratios to BN within the run. Each figure is the median over
+the timed steps after the warm-up ones.
+
+Two clocks per step: the wall clock (``torch.utils.benchmark``'s, which waits for a GPU to
+finish), and on the CPU also the process's
+CPU time (all threads), which does not count the time other programs hold the cores and so is
+the steadier figure on a shared machine (it does count threads spinning while they wait for
+each other). Results go to ``results/bench/<name>.json`` with the
+hardware, versions, command, thread count, load average and wall time, plus a Markdown table.
+
+Usage::
+
+    python -m dnbook.bench --threads 2 --batch-sizes 64 128 --steps 20
+    python -m dnbook.bench --quick          # seconds: a smoke test of the whole pipeline
+
+A spec ending in ``@reference`` builds the model with that spec and switches its
+:class:`~dnbook.norms.DynamicNorm2d` layers to the step-by-step teaching path
+(``impl="reference"``), to measure what the fast path saves. A spec ending in ``@path=REV``
+runs its DynamicNorm2d layers through the fast path (``dnbook/norms/fast_*.py``) as it was at the
+git revision ``REV`` of this repository (read with ``git show``), so that an earlier fast path and
+today's are timed side by side in one process::
+
+    python -m dnbook bench --specs bn dnb:r=16,g=1@path=b30379c dnb:r=16,g=1 --layer-shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from dnbook._io import write_json, write_text
+from dnbook.bench.report import markdown as markdown
+from dnbook.bench.report import print_rows
+from dnbook.bench.specs import (
+    BASELINE,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    REFERENCE_SUFFIX,
+    build_layer,
+    build_mobilenet,
+    memory_traffic,
+)
+from dnbook.bench.specs import FAST_PATH_FILES as FAST_PATH_FILES
+from dnbook.bench.specs import fast_path_at as fast_path_at
+from dnbook.bench.specs import use_fast_path_at as use_fast_path_at
+from dnbook.bench.specs import use_reference_path as use_reference_path
+from dnbook.bench.timing import Schedule, Timer, layer_step, load_average, training_step
+from dnbook.bench.timing import interleaved as interleaved
+from dnbook.bench.timing import summarize as summarize
+from dnbook.cost.traffic import TrafficCounter as TrafficCounter
+from dnbook.engine import provenance
+from dnbook.engine.environment import REPO_ROOT
+
+DEFAULT_SPECS = (
+    BASELINE,
+    "dnb:r=16,g=1",
+    "dnb:r=16,g=1" + REFERENCE_SUFFIX,
+    "dnb:r=16,g=oup",
+    "dnc",
+    "se",
+    "gn",
+    "mabn",
+)
+# Typical MobileNetV2 (CIFAR stem) shapes: an expanded 16x16 layer, a late 4x4 one, the stem.
+DEFAULT_LAYER_SHAPES = ((64, 144, 16, 16), (64, 384, 4, 4), (64, 32, 32, 32))
+# --quick: these options replace the command line's.
+QUICK = {
+    "batch_sizes": [4],
+    "steps": 2,
+    "warmup": 1,
+    "width": 0.25,
+    "layer_shapes": [(4, 16, 4, 4)],
+}
+
+
+def bench_models(
+    specs: Sequence[str],
+    batch_size: int,
+    width: float,
+    device: torch.device,
+    schedule: Schedule,
+    channels_last: bool = False,
+    autocast: bool = False,
+) -> dict[str, dict]:
+    """Training-step times of MobileNetV2 (CIFAR stem) with each norm, at one batch size, in
+    the contiguous or channels_last layout, in float32 or under bf16 autocast."""
+    generator = torch.Generator().manual_seed(0)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    images = images.to(device).contiguous(memory_format=layout)
+    labels = torch.randint(NUM_CLASSES, (batch_size,), generator=generator).to(device)
+    step_of = {
+        spec: training_step(
+            build_mobilenet(spec, width, device).to(memory_format=layout), images, labels, autocast
+        )
+        for spec in specs
+    }
+    rows = schedule.run(step_of)
+    for row in rows.values():
+        row["images_per_s"] = batch_size / row["median_wall_ms"] * 1e3
+    return rows
+
+
+def bench_layers(
+    specs: Sequence[str], shape: Sequence[int], device: torch.device, schedule: Schedule
+) -> dict[str, dict]:
+    """Forward+backward times of one norm layer of each spec on an input of ``shape``."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=generator).to(device).requires_grad_()
+    grad_y = torch.randn(*shape, generator=generator).to(device)
+    step_of = {spec: layer_step(build_layer(spec, shape[1], device), x, grad_y) for spec in specs}
+    return schedule.run(step_of)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"expected N,C,H,W of positive integers, got {text!r}")
+    return shape
+
+
+DESCRIPTION = (
+    "Time the norm layers side by side: MobileNetV2 training steps and one layer's "
+    "forward+backward, as ratios to BN."
+)
+
+
+def parser(prog: str = "python -m dnbook bench") -> argparse.ArgumentParser:
+    """The benchmark's own argument parser (see :func:`add_arguments`)."""
+    return add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the benchmark's options to ``parser`` (a CLI subcommand's, say); return it."""
+    parser.add_argument(
+        "--specs",
+        nargs="+",
+        default=list(DEFAULT_SPECS),
+        help="norm specs, the first is the baseline; a spec ending in "
+        f"{REFERENCE_SUFFIX} uses DynamicNorm2d's teaching path, one ending in @path=REV the "
+        "fast path of git revision REV. "
+        f"Default: {' '.join(DEFAULT_SPECS)}",
+    )
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 128])
+    parser.add_argument("--steps", type=int, default=20, help="timed rounds (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1)")
+    parser.add_argument(
+        "--layer-shapes",
+        nargs="*",
+        type=_shape,
+        default=None,
+        help="N,C,H,W inputs of the layer benchmark; none to skip it. Default: "
+        + " ".join(",".join(map(str, s)) for s in DEFAULT_LAYER_SHAPES),
+    )
+    parser.add_argument(
+        "--layer-steps",
+        type=int,
+        default=None,
+        help="timed rounds of the layer benchmark (default: 2 x --steps)",
+    )
+    parser.add_argument("--no-models", action="store_true", help="skip the model benchmark")
+    parser.add_argument(
+        "--memory-format",
+        choices=("contiguous", "channels_last"),
+        default="contiguous",
+        help="layout of the model benchmark's weights and images (default: contiguous)",
+    )
+    parser.add_argument(
+        "--autocast",
+        choices=("off", "bf16"),
+        default="off",
+        help="bf16 autocast around the model benchmark's forward, as the trainer uses where "
+        "the device computes bf16 natively (default: off)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: torch's own choice)",
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: width 0.25, batch 4, 2 steps, a tiny layer",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "results" / "bench",
+        help="output folder (default: <repo>/results/bench)",
+    )
+    parser.add_argument("--name", default=None, help="file stem (default: <device>-<UTC time>)")
+    return parser
+
+
+def run_benchmark(args: argparse.Namespace, command: str) -> dict:
+    """Run the benchmark ``args`` describe; return the result (also written to ``args.out``)."""
+    if args.quick:
+        vars(args).update(QUICK)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    shapes = DEFAULT_LAYER_SHAPES if args.layer_shapes is None else args.layer_shapes
+    layer_steps = args.layer_steps or 2 * args.steps
+    timer = Timer(device)
+    model_schedule = Schedule(args.warmup, args.steps, timer)
+    layer_schedule = Schedule(args.warmup, layer_steps, timer)
+    started, load_before = time.perf_counter(), load_average()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    result = {
+        "name": args.name or f"{device.type}-{stamp}",
+        "started_utc": stamp,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        **provenance.record(command),
+        "settings": {
+            "specs": list(args.specs),
+            "batch_sizes": list(args.batch_sizes),
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "width": args.width,
+            "layer_shapes": [list(s) for s in shapes],
+            "layer_steps": layer_steps,
+            "threads": torch.get_num_threads(),
+            "baseline": args.specs[0],
+            "memory_format": args.memory_format,
+            "autocast": args.autocast,
+        },
+        "load_average_before": load_before,
+        "models": [],
+        "layers": [],
+    }
+    for batch_size in [] if args.no_models else args.batch_sizes:
+        rows = bench_models(
+            args.specs,
+            batch_size,
+            args.width,
+            device,
+            model_schedule,
+            channels_last=args.memory_format == "channels_last",
+            autocast=args.autocast == "bf16",
+        )
+        result["models"].append({"batch_size": batch_size, "norms": rows})
+        print_rows(f"MobileNetV2, batch {batch_size}", rows)
+    for shape in shapes:
+        rows = bench_layers(args.specs, shape, device, layer_schedule)
+        for spec, row in rows.items():
+            row["traffic"] = memory_traffic(spec, shape)
+        result["layers"].append({"shape": list(shape), "norms": rows})
+        print_rows(f"one layer, {tuple(shape)}", rows)
+    result["load_average_after"] = load_average()
+    result["wall_time_s"] = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / result["name"]
+    write_json(stem.with_suffix(".json"), result)
+    write_text(stem.with_suffix(".md"), markdown(result))
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m dnbook bench") -> int:
+    """Entry point for ``python -m dnbook bench`` (``argv`` without the subcommand)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    run_benchmark(parser(prog).parse_args(argv), f"{prog} {shlex.join(argv)}".strip())
+    return 0
