@@ -141,9 +141,9 @@ PROFILES: dict[str, Profile] = {
     # the engine had), weight decay 5e-4 (a common CIFAR value for runs this short; DenseNAS's
     # 4e-5 is for 240 ImageNet epochs; not swept), warm-up over 10% of the steps, cosine to
     # zero, no label smoothing (the paper states none). lr_star = 0.2: BN's best lr on
-    # MobileNetV2 in the one-seed stage-0 sweep (0.05 was within 0.5 points; ties go to the
-    # larger lr by the rule written before the sweep), so at this scale the paper's learning
-    # rates are used unchanged. r keeps the paper's values at width 0.25 (not yet remapped).
+    # MobileNetV2 in the one-seed stage-0 sweep (results/cpu/README.md; ties go to the larger
+    # lr by the rule written before the sweep), so at this scale the paper's learning rates
+    # are used unchanged. r keeps the paper's values at width 0.25 (not yet remapped).
     "cpu": Profile(
         name="cpu",
         description="full CIFAR-10, width 0.25, 3 epochs: BN learns; hours a chapter on 2 cores",
@@ -165,19 +165,9 @@ PROFILES: dict[str, Profile] = {
         headline_seeds=(0, 1, 2, 3, 4),
     ),
     # The first `cpu` profile, kept under this name, read-only, for its stored runs
-    # (results/cpu_v1/): too small to ask the paper's questions (138 SGD steps, BN reached 19%
-    # test accuracy at lr 0.2), so every verdict on it reads "not tested". Its sizing, measured
-    # on the 2-core machine, idle, one process per core (torch.set_num_threads(1)), training steps
-    # of batch 64 at 32x32 with the CIFAR stem: MobileNetV2 width 0.25 147 images/s with BN and
-    # 125 with DN-B(16,1); ResNet-18 width 0.25 251 / 222, ResNet-34 width 0.125 363 / 294.
-    # A run is 3 epochs of 3,000 images (138 steps: the last partial batch of an epoch is
-    # dropped) plus 3 evaluations of 1,500 images: ~80 s alone on an idle core. Through the
-    # engine, two runs at a time with other work on the machine (load 3-5), a batch-64
-    # MobileNetV2 run took 130-190 s of wall time and a batch-8 run (375 steps) 80-120 s.
-    # Chapter 7 (Tables 1-2, Figure 1) has 6 configurations x 3 seeds = 18 runs: about 12
-    # minutes on an idle 2-core machine (`reproduce --jobs 2`), 20-25 on a busy one. The
-    # earlier sizing (width 0.5, 5,000 images, 5 epochs) assumed 400 images/s and took 12-30
-    # minutes a run.
+    # (results/cpu_v1/): too small to ask the paper's questions (3 epochs of 3,000 images are
+    # 138 SGD steps), so every verdict on it reads "not tested". How it was sized, and what its
+    # runs measured: results/cpu_v1/README.md.
     "cpu_v1": Profile(
         name="cpu_v1",
         description="the first cpu scale (3,000 images, 138 steps): stored runs only; too small",

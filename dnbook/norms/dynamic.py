@@ -17,11 +17,9 @@ outputs become :math:`\alpha, \lambda`, their initialization, or whether DN-B po
 the normalized feature. Those are the layer's design options below. The defaults (ReLU,
 alpha = 2 sigmoid(s), lambda = tanh(t), normalized input, FC2 zero-initialized, no FC1 bias)
 come from the ``dnb_design``
-experiment (results in ``results/cpu/``, shown in chapter 5): at a small CPU scale (1-2 seeds)
-it was the only DN-B variant whose training loss stayed bounded at lr 0.05, 0.2 and 0.5 (the
-others ended lr 0.5 at training losses of 49 to 1,290); its mean test accuracy over the lrs was
-the highest, but within noise of the next variants. No variant beat BN at lr 0.2 or 0.5 there.
-A pointer, not a settled result.
+experiment at a small CPU scale, which chose them for a training loss that stayed bounded over
+the learning rates it tried (its runs and figures: ``results/cpu/README.md``; chapter 5 shows
+them). A pointer, not a settled result.
 """
 
 from __future__ import annotations

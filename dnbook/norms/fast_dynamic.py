@@ -82,12 +82,14 @@ out; :class:`~dnbook.norms.DynamicNorm2d` owns the running statistics and the SC
 
 Cost model, counted by ``dnbook.bench.memory_traffic`` at the ATen level on a contiguous
 input (activation-sized reads / writes / new tensors, forward | backward, where the counter
-takes an allocation for a write; chapter 12): the teaching path 4/3/3 | 10/5/5, this path
+takes an allocation for a write; chapter 12; exact counts, pinned by
+``tests/test_fast_dynamic.py``): the teaching path 4/3/3 | 10/5/5, this path
 4/3/2 | 6/3/1 (the shift is one more pass; the backward reads the saved :math:`x'` in place of
 :math:`x`), ``torch.nn.BatchNorm2d`` (one fused kernel each way) 1/1/1 | 2/1/1.
-The price is kernel count: DN-B runs ten times as many kernels as BN's three each way, most of
-them on (N, C) tensors (the statistics, the SC-module, the coefficients); on a 4x4 map they,
-not the passes, are most of DN-B's time.
+The price is kernel count: DN-B runs many more kernels than BN's three each way, most of
+them on (N, C) tensors (the statistics, the SC-module, the coefficients), and on a network's
+small late maps they, not the passes, are what DN-B's time goes to. The timings are in
+``results/bench/README.md``.
 
 Precision and dtypes: the statistics and the SC-module are computed in float32 for half-precision
 inputs (bf16 or float16, as under autocast; the SC-module runs with autocast off, in its

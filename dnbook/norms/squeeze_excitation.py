@@ -6,8 +6,8 @@ scale. The DN paper puts an SE block right before BN as the baseline that DN-B s
 (Table 2), so ``SEBatchNorm2d`` is BN(alpha * X).
 
 The FCs act on (N, C) vectors as ``nn.Linear``: torchvision writes them as 1x1 convolutions on
-(N, C, 1, 1) tensors, which made MobileNetV2 training about 15x slower on a CPU in the team's
-measurement, for the same arithmetic.
+(N, C, 1, 1) tensors, which cost a CPU far more time for the same arithmetic (timings belong in
+``results/bench/``, written by ``python -m dnbook bench``).
 """
 
 from __future__ import annotations
