@@ -4,18 +4,23 @@ Dynamic Normalization (DN-C and DN-B).
 The library in layers; a module imports only from the layers above it, and each has one job::
 
     _io, _validation, tables   atomic writes; argument checks; mean ± std and Markdown tables
-    norms/                     the layers (BN, GN, MABN, SE, DN-C, DN-B) and specs by name
+    norms/                     the layers (BN, GN, MABN, SE, DN-C, DN-B): dynamic.py the teaching
+                               path, fast_*.py the fast path; registry.py specs by name,
+                               factory.py make_norm and convert_norm
     models/                    MobileNetV2, ResNet-18/34 with a pluggable norm layer
     data/                      datasets (and their facts, registry.py) and the device loader
     cost/                      parameters, Mult-Adds and memory traffic, counted
-    engine/                    one training run: config, profiles, trainer, the results store
-                               (store.py: every query), runs.py (train or read back),
-                               runner.py (experiments: configs, estimates, reproduce),
-                               provenance.py (the record stored with every result)
+    engine/                    one training run: config, profiles, trainer (loop, optim,
+                               checkpoint, rng, precision), the results store (store.py: every
+                               query), runs.py (train or read back), runner.py (experiments:
+                               configs, estimates, reproduce), provenance.py (the record stored
+                               with every result)
     experiments                the paper's experiments: the registry's data
     analysis                   measurements of trained models, stored beside the runs
     claims/                    the paper's claims: ledger, verdict rules
-    report, bench, speed       tables and plots; timings of layers and of training
+    report, speed              tables and plots; timings of training
+    bench/                     timings of the layers (timing harness, specs, report)
+    cli/                       the subcommands of ``python -m dnbook``
     complexity                 the old import path of cost/ (the chapters use it)
 """
 
