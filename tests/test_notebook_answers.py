@@ -49,7 +49,14 @@ KNOWN_ANSWERS = [
     ("01b_scale_invariance", "Exercise 3", None, None, ["2 * lr * wd", "sqrt(", "** 0.25"]),
     ("06_dnc_failure", "Exercise 1", None, None, ["(x - x.mean()) / (len(x)", "x - x.mean()"]),
     ("06_dnc_failure", "Exercise 3", None, None, ["base_lr * step / warmup_steps", "step - 1 -"]),
-    ("07_mobilenetv2", "Exercise 1", None, None, ["[3.5, -1.0]", "ttest"]),
+    ("07_mobilenetv2", "Exercise 1", (0.1, 0.05, 0.25), 4, ["scaled_lr", "2.5 *", "/ 2"]),
+    (
+        "11_claims",
+        "Exercise 2",
+        ("holds", "inconclusive", "not tested", "inconclusive"),
+        None,
+        ["judge(", "PairedGain", "side_of"],
+    ),
 ]
 
 

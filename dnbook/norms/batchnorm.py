@@ -11,22 +11,22 @@ Normalization is the same standardization over a different set of axes.
 
 Deriving the backward
 ---------------------
-Over the ``n`` values :math:`x_1..x_n` of one channel (all of ``N, H, W``) the forward is
+Over the :math:`m = NHW` values :math:`x_1..x_m` of one channel the forward is
 
 .. math::
-    \mu = \tfrac{1}{n}\sum_i x_i, \quad
-    \sigma^2 = \tfrac{1}{n}\sum_i (x_i - \mu)^2, \quad
+    \mu = \tfrac{1}{m}\sum_i x_i, \quad
+    \sigma^2 = \tfrac{1}{m}\sum_i (x_i - \mu)^2, \quad
     \hat{x}_i = \frac{x_i - \mu}{\sqrt{\sigma^2 + \epsilon}}, \quad
     y_i = \gamma \hat{x}_i + \beta .
 
-With :math:`g_i = \partial L / \partial \hat{x}_i = \gamma\, \partial L / \partial y_i`
+With :math:`\delta_i = \partial L / \partial \hat{x}_i = \gamma\, \partial L / \partial y_i`
 and :math:`s = 1/\sqrt{\sigma^2+\epsilon}`, differentiating :math:`\hat{x}_i` gives
-:math:`\partial \hat{x}_i / \partial x_j = s\,(\delta_{ij} - 1/n - \hat{x}_i \hat{x}_j / n)`
-(the ``1/n`` from :math:`\mu`, the last term from :math:`\sigma^2`), so
+:math:`\partial \hat{x}_i / \partial x_j = s\,([i = j] - 1/m - \hat{x}_i \hat{x}_j / m)`
+(the ``1/m`` from :math:`\mu`, the last term from :math:`\sigma^2`), so
 
 .. math::
-    \frac{\partial L}{\partial x_j} = s \Big(g_j - \tfrac{1}{n}\sum_i g_i
-        - \hat{x}_j \tfrac{1}{n}\sum_i g_i \hat{x}_i\Big), \quad
+    \frac{\partial L}{\partial x_j} = s \Big(\delta_j - \tfrac{1}{m}\sum_i \delta_i
+        - \hat{x}_j \tfrac{1}{m}\sum_i \delta_i \hat{x}_i\Big), \quad
     \frac{\partial L}{\partial \gamma} = \sum_i \frac{\partial L}{\partial y_i} \hat{x}_i,
     \quad
     \frac{\partial L}{\partial \beta} = \sum_i \frac{\partial L}{\partial y_i} .
@@ -82,7 +82,7 @@ def standardize(
 def standardize_backward(
     grad_x_hat: torch.Tensor, x_hat: torch.Tensor, inv_std: torch.Tensor, dims: tuple[int, ...]
 ) -> torch.Tensor:
-    """dL/dx from g = dL/dx_hat, for x_hat = standardize(x, dims)[0]."""
+    """dL/dx from delta = dL/dx_hat, for x_hat = standardize(x, dims)[0]."""
     # dL/dx = s * (g - mean(g) - x_hat * mean(g * x_hat))
     mean_grad = grad_x_hat.mean(dims, keepdim=True)
     mean_grad_x_hat = (grad_x_hat * x_hat).mean(dims, keepdim=True)
@@ -261,11 +261,12 @@ class BatchNorm2d(nn.Module):
     space (N, H, W), and the running statistics are updated as
 
     .. math::
-        \hat{\mu} \leftarrow (1 - m)\,\hat{\mu} + m\,\mu_B, \qquad
-        \hat{\sigma}^2 \leftarrow (1 - m)\,\hat{\sigma}^2 + m\,\tfrac{n}{n-1}\,\sigma_B^2,
+        \mu_\text{run} \leftarrow (1 - \rho)\,\mu_\text{run} + \rho\,\mu_B, \qquad
+        \sigma^2_\text{run} \leftarrow (1 - \rho)\,\sigma^2_\text{run}
+            + \rho\,\tfrac{m}{m-1}\,\sigma_B^2,
 
-    with :math:`n = N H W` (the running variance is the unbiased one) and :math:`m` the
-    momentum, or :math:`m = 1/t` at the :math:`t`-th tracked batch when ``momentum=None``
+    with :math:`m = N H W` (the running variance is the unbiased one) and :math:`\rho` the
+    momentum, or :math:`\rho = 1/t` at the :math:`t`-th tracked batch when ``momentum=None``
     (a cumulative average). In eval the running statistics replace the batch's, so the layer
     is a fixed per-channel affine map of :math:`x`.
 

@@ -1,6 +1,6 @@
 r"""Dynamic Normalization (DN-C and DN-B): BatchNorm whose affine parameters are generated.
 
-BN ends in an affine step :math:`y = \tilde X \gamma + \beta` with learned, fixed
+BN ends in an affine step :math:`Y = \hat X \gamma + \beta` with learned, fixed
 :math:`\gamma, \beta \in \mathbb{R}^c` (eq. 1-2). DN drops them and lets a small
 scale-and-shift network (the *SC-module*: FC, activation, grouped FC) produce the scale
 :math:`\alpha` and shift :math:`\lambda` from the data (eq. 6-7):
@@ -59,10 +59,12 @@ __all__ += ["DynamicNorm2d", "SCModule"]
 class DynamicNorm2d(nn.Module):
     r"""Dynamic Normalization, DN-B (``mode="B"``) or DN-C (``mode="C"``), on (N, C, H, W).
 
-    Normalization (eq. 6), exactly BN's without its affine step:
+    Normalization (eq. 6), exactly BN's without its affine step (the paper writes
+    :math:`\tilde X` for the normalized value and :math:`\hat X` for the output; here, as in
+    chapter 0's table, :math:`\hat X` is the normalized value and :math:`Y` the output):
 
     .. math::
-        \tilde X = \frac{X - E[X]}{\sqrt{Var[X] + \epsilon}}
+        \hat X = \frac{X - E[X]}{\sqrt{Var[X] + \epsilon}}
 
     with the batch statistics in training (biased variance; the running statistics are
     updated as in ``torch.nn.BatchNorm2d``) and ``running_mean``, ``running_var`` in eval.
@@ -71,7 +73,7 @@ class DynamicNorm2d(nn.Module):
     (:class:`SCModule`, the submodule ``sc_module``):
 
     .. math::
-        \hat X = \tilde X * \alpha + \lambda, \qquad
+        Y = \hat X * \alpha + \lambda, \qquad
         [s, t] = \mathrm{FC}_2\big(\mathrm{act}(\mathrm{FC}_1(z))\big), \qquad
         \alpha = f(s), \quad \lambda = h(t)
 
@@ -84,7 +86,7 @@ class DynamicNorm2d(nn.Module):
     of :mod:`dnbook.norms.grouped_fc` that reproduces the paper's parameter counts.
 
     - **DN-B**: :math:`z \in \mathbb{R}^{N \times C}` is each sample's spatial mean of
-      :math:`\tilde X` (``sc_input="normalized"``) or of :math:`X` (``"raw"``), so
+      :math:`\hat X` (``sc_input="normalized"``) or of :math:`X` (``"raw"``), so
       :math:`\alpha, \lambda \in \mathbb{R}^{N \times C}`. In eval every sample's output depends
       on that sample alone.
     - **DN-C**: the SC-module sees the batch's :math:`E[X]` and

@@ -9,36 +9,37 @@ numbers per (sample, channel), so the fast path touches it in three places only.
 first sample in training, ``running_mean`` in eval): :math:`x' = x - K`. The output does not
 depend on :math:`K`; the shift only keeps the sums below small, so that the variance keeps
 float32's digits when the mean is far larger than the spread (the *shifted-data* variance).
-One reduction of :math:`x'` gives, with :math:`M = HW` pixels,
+One reduction of :math:`x'` gives, with :math:`P = HW` positions,
 
 .. math::
-    m_{nc} = \tfrac{1}{M}\textstyle\sum_{hw} x'_{nchw}, \qquad
-    q_{nc} = \tfrac{1}{M}\textstyle\sum_{hw} x'^2_{nchw} .
+    m_{nc} = \tfrac{1}{P}\textstyle\sum_{hw} x'_{nchw}, \qquad
+    q_{nc} = \tfrac{1}{P}\textstyle\sum_{hw} x'^2_{nchw} .
 
 Everything else is arithmetic on (N, C) or (C,) vectors: the batch statistics
 :math:`\mu'_c = \mathrm{mean}_n\, m_{nc}` (so :math:`\mu = K + \mu'`),
 :math:`\sigma^2_c = \mathrm{mean}_n\, q_{nc} - \mu'^2_c` and
 :math:`s_c = (\sigma^2_c + \epsilon)^{-1/2}`; DN-B's pooled input, :math:`K + m_{nc}`
-(``sc_input="raw"``) or :math:`\mathrm{mean}_{hw}\tilde X = (m_{nc} - \mu'_c)\, s_c`
+(``sc_input="raw"``) or :math:`\mathrm{mean}_{hw}\hat X = (m_{nc} - \mu'_c)\, s_c`
 (``"normalized"``, no extra pass); the SC-module's :math:`\alpha, \lambda`. Eq. 6-7 then fold
 into one affine map per (n, c), written in one elementwise pass:
 
 .. math::
-    \hat X = (X - \mu)\, s\, \alpha + \lambda = X' A + B, \qquad A = \alpha s, \quad
+    Y = (X - \mu)\, s\, \alpha + \lambda = X' A + B, \qquad A = \alpha s, \quad
     B = \lambda - \mu' A .
 
-**Backward.** Let :math:`g = \partial L / \partial \hat X`. One reduction gives
-:math:`\partial L/\partial A = \sum_{hw} g x'` and :math:`\partial L/\partial B = \sum_{hw} g`.
+**Backward.** Let :math:`\bar Y = \partial L / \partial Y`. One reduction gives
+:math:`\partial L/\partial A = \sum_{hw} \bar Y x'` and
+:math:`\partial L/\partial B = \sum_{hw} \bar Y`.
 The (N, C) arithmetic carries these back to :math:`\partial L/\partial m` and
 :math:`\partial L/\partial q` (through the SC-module's FCs, the batch statistics and the pooled
-input). Since :math:`\partial m_{nc}/\partial x = 1/M` and
-:math:`\partial q_{nc}/\partial x = 2x'/M` (:math:`K` is a constant: the output does not
+input). Since :math:`\partial m_{nc}/\partial x = 1/P` and
+:math:`\partial q_{nc}/\partial x = 2x'/P` (:math:`K` is a constant: the output does not
 depend on it), the input's gradient is one more elementwise pass,
 
 .. math::
-    \frac{\partial L}{\partial x} = A\, g + C_1 x' + C_0, \qquad
-    C_1 = \frac{2}{M} \frac{\partial L}{\partial q}, \quad
-    C_0 = \frac{1}{M} \frac{\partial L}{\partial m}
+    \frac{\partial L}{\partial x} = A\, \bar Y + C_1 x' + C_0, \qquad
+    C_1 = \frac{2}{P} \frac{\partial L}{\partial q}, \quad
+    C_0 = \frac{1}{P} \frac{\partial L}{\partial m}
     \qquad \text{(per sample and channel)},
 
 which holds every path at once: through :math:`\mu, \sigma^2` (as BN's backward), through

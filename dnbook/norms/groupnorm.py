@@ -11,11 +11,12 @@ backward is therefore the same compact form as BN's (derived in
 :mod:`dnbook.norms.batchnorm`), applied per group:
 
 .. math::
-    \frac{\partial L}{\partial x} = \frac{1}{\sqrt{\sigma_g^2 + \epsilon}}
-        \Big(g - \mathrm{mean}_g(g) - \hat{x}\, \mathrm{mean}_g(g\, \hat{x})\Big),
-    \qquad g = \gamma \frac{\partial L}{\partial y},
+    \frac{\partial L}{\partial x} = \frac{1}{\sqrt{\sigma^2 + \epsilon}}
+        \Big(\delta - \mathrm{mean}(\delta) - \hat{x}\, \mathrm{mean}(\delta\, \hat{x})\Big),
+    \qquad \delta = \gamma \frac{\partial L}{\partial y},
 
-with :math:`\mathrm{mean}_g` the average over the group. Like BN's, it is first-order only.
+with :math:`\sigma^2` and :math:`\mathrm{mean}` taken over the :math:`m = \frac{C}{G}HW` values
+of the group. Like BN's, it is first-order only.
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ class GroupNorm(nn.Module):
     :class:`torch.nn.GroupNorm`: same arguments in the same order, parameters and shapes.
 
     .. math::
-        y = \frac{x - \mathrm{E}_g[x]}{\sqrt{\mathrm{Var}_g[x] + \epsilon}} \cdot \gamma + \beta
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
 
-    :math:`\mathrm{E}_g` and :math:`\mathrm{Var}_g` (biased) are taken per sample over each
+    :math:`\mathrm{E}` and :math:`\mathrm{Var}` (biased) are taken per sample over each
     group of ``num_channels // num_groups`` consecutive channels and all their positions
     (the ``*`` dimensions); :math:`\gamma` and :math:`\beta` are per channel. Training and
     eval behave the same. ``num_groups=1`` is Layer Normalization over ``(C, *)``,

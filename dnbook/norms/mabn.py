@@ -163,14 +163,15 @@ class MABN2d(nn.Module):
             \tfrac{1}{5}, 5\right),
 
     fixed at 1 for the first :math:`\max(1000, \text{warmup\_iters})` iterations. The backward
-    pass averages its statistic the same way. With :math:`g = \frac{\partial L}{\partial y}
+    pass averages its statistic the same way. With :math:`\delta = \frac{\partial L}{\partial y}
     \gamma r`,
 
     .. math::
 
-        \psi_t = \frac{1}{NHW} \sum_{n,h,w} g_{nchw} z_{nchw}, \qquad
+        \psi_t = \frac{1}{NHW} \sum_{n,h,w} \delta_{nchw} z_{nchw}, \qquad
         \bar\psi_t = \frac{1}{B} \sum_{i=0}^{B-1} \psi_{t-i}, \qquad
-        \frac{\partial L}{\partial x} = \frac{g - z \, \bar\psi_t}{\sqrt{\bar\chi_t + \epsilon}}.
+        \frac{\partial L}{\partial x}
+            = \frac{\delta - z \, \bar\psi_t}{\sqrt{\bar\chi_t + \epsilon}}.
 
     While :math:`t \le B` or :math:`t <` ``warmup_iters`` (the authors' schedule),
     :math:`\bar\chi_t = \chi_t` and :math:`\bar\psi_t = \psi_t`: the layer is then BN without
@@ -182,7 +183,8 @@ class MABN2d(nn.Module):
 
     ``running_var`` follows MABN's convention (``momentum`` is the decay, unlike PyTorch's BN)
     and, as in the authors' code, averages the statistic the batch was normalized with:
-    :math:`\text{running\_var} \leftarrow m \cdot \text{running\_var} + (1 - m)\,\bar\chi_t`
+    :math:`\text{running\_var} \leftarrow d \cdot \text{running\_var} + (1 - d)\,\bar\chi_t`
+    (:math:`d` = ``momentum``)
     (the SMA once it is on, :math:`\chi_t` before), updated after ``r`` is computed.
     Evaluation uses :math:`y = \gamma x / \sqrt{\text{running\_var} + \epsilon} + \beta`,
     with no ``r``.
