@@ -346,7 +346,8 @@ class Registry(dict[str, Experiment]):
         todo = [c for c in every if not is_read_back(c)]
         steps = sum(c.epochs * (_train_images(c, profile) // c.batch_size) for c in todo)
         print(
-            f"{len(every)} runs at profile {profile.name!r}: {len(every) - len(todo)} "
+            f"{len(every)} run{'s' * (len(every) != 1)} at profile {profile.name!r}: "
+            f"{len(every) - len(todo)} "
             f"{READS_BACK[reads_back]}, {len(todo)} to train ({steps:,} optimizer steps; a bar "
             "per epoch)"
         )
