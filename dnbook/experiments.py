@@ -5,7 +5,8 @@ list from a :class:`~dnbook.engine.profiles.Profile`: the experiment fixes what 
 (model, norm layer, learning rate, batch size), the profile fixes the scale (dataset, subset,
 epochs, width, seeds). The same configuration in two experiments has the same hash, so it
 trains once and both read the one stored result. What is done with them (``configs``,
-``estimate``, ``reproduce``) is :mod:`dnbook.engine.runner`'s, re-exported here by name.
+``estimate``, ``announce``, ``reproduce``) is :mod:`dnbook.engine.runner`'s, re-exported here
+by name.
 
 Departures from the paper, common to every experiment (per-experiment ones are in each
 experiment's ``notes``):
@@ -517,3 +518,4 @@ configs = EXPERIMENTS.configs
 estimate = EXPERIMENTS.estimate
 estimate_steps = EXPERIMENTS.estimate_steps
 reproduce = EXPERIMENTS.reproduce
+announce = EXPERIMENTS.announce

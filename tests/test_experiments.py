@@ -1,6 +1,8 @@
 """The profiles and the experiment registry: every experiment builds valid configurations at
 every profile, keeps the paper's settings, shares repeated runs, and stays cheap at ``ci``."""
 
+import json
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from dnbook.engine import TrainConfig, runner
 from dnbook.engine.profiles import PROFILES, Profile, get_profile
 from dnbook.experiments import (
     EXPERIMENTS,
+    announce,
     configs,
     estimate,
     estimate_steps,
@@ -284,3 +287,41 @@ def test_only_rejects_a_pattern_that_selects_nothing(only):
 
     with pytest.raises(ValueError, match="--only"):
         configs("table2", "ci", only)
+
+
+def _store(config, root, profile="ci"):
+    """A minimal readable stored result of ``config`` under ``root``."""
+    folder = root / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    result = {"hash": config.hash(), "config": config.to_dict(), "status": "finished"}
+    (folder / f"{config.hash()}.json").write_text(json.dumps({**result, "curves": []}))
+
+
+def test_announce_counts_stored_runs_and_steps_to_train(tmp_path, capsys):
+    table2 = configs("table2", "ci")
+    _store(table2[0], tmp_path)
+    extra = TrainConfig(model="plain_cnn", n_train=200, batch_size=64, epochs=2)
+    announce("table2", "ci", configs=[extra, table2[1]], results_root=tmp_path)
+    ci = get_profile("ci")
+    steps = 3 * ci.epochs_for(64) * (ci.train_images // 64) + 2 * 3  # 200 // 64 = 3 a epoch
+    assert capsys.readouterr().out == (
+        f"{len(table2) + 1} runs at profile 'ci': 1 stored (read back), {len(table2)} to train "
+        f"({steps:,} optimizer steps; a bar per epoch)\n"
+    )
+    announce("table2", "ci", reads_back=None, results_root=tmp_path)
+    assert f": 0 read back, {len(table2)} to train" in capsys.readouterr().out
+
+
+def test_announce_prints_the_chapters_measured_cost_or_says_there_is_none(tmp_path, capsys):
+    announce("fig1", "ci", chapter="07_mobilenetv2", results_root=tmp_path)
+    assert "no measured time for 07_mobilenetv2 at profile 'ci' yet" in capsys.readouterr().out
+    (tmp_path / "chapter_times").mkdir()
+    rows = [{"notebook": f"notebooks/{n}.ipynb", "seconds": s} for n, s in [("07_x", 3), ("07", 9)]]
+    found = {"hardware": {"cpu": "Some CPU"}, "chapters": rows}
+    (tmp_path / "chapter_times" / "ci.json").write_text(json.dumps(found))
+    announce("fig1", "ci", chapter="07", results_root=tmp_path)
+    assert "the whole chapter took 9 s at 'ci' when last timed, on Some CPU" in (
+        capsys.readouterr().out
+    )
+    with pytest.raises(ValueError, match="reads_back"):
+        announce("fig1", "ci", reads_back="weight")

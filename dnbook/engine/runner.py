@@ -1,11 +1,12 @@
 """Experiments as sets of runs: build their configurations at a profile, estimate their cost,
-train them.
+say before training what that will take, train them.
 
 An :class:`Experiment` fixes what is compared (model, norm layer, learning rate, batch size);
 a :class:`~dnbook.engine.profiles.Profile` fixes the scale (dataset, subset, epochs, width,
 seeds); :func:`train_config` puts the two together into one
 :class:`~dnbook.engine.TrainConfig`. A :class:`Registry` holds experiments by name and answers
-for them: :meth:`Registry.configs`, :meth:`Registry.estimate`, :meth:`Registry.reproduce`.
+for them: :meth:`Registry.configs`, :meth:`Registry.estimate`, :meth:`Registry.announce`,
+:meth:`Registry.reproduce`.
 The paper's experiments, the registry's data, are in :mod:`dnbook.experiments`.
 """
 
@@ -17,10 +18,14 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from dnbook import _io
+from dnbook.engine import environment
 from dnbook.engine.config import TrainConfig
 from dnbook.engine.profiles import PAPER_LR, Profile, get_profile
 from dnbook.engine.runs import run
+from dnbook.engine.store import results_roots, stored_result, weights_path
 
 PAPER_BATCH = 64
 
@@ -162,6 +167,55 @@ def _train_images(config: TrainConfig, profile: Profile) -> int:
     return config.n_train or profile.train_images
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the checkout where it lies in it (``results/...``), else whole."""
+    return (
+        str(path.relative_to(environment.REPO_ROOT))
+        if path.is_relative_to(environment.REPO_ROOT)
+        else str(path)
+    )
+
+
+def _measured_cost(chapter: str, profile: Profile, results_root: str | Path | None) -> str:
+    """The line on what ``chapter`` cost at ``profile`` when last measured: its row of
+    ``chapter_costs/<profile>.json`` (runs still to train and their estimated hours), else of
+    ``chapter_times/<profile>.json`` (seconds to execute the notebook), from the first results
+    root that has one with a row for the chapter (an unreadable file is passed over)."""
+    for root in results_roots(results_root):
+        for kind in ("chapter_costs", "chapter_times"):
+            path = root / kind / f"{profile.name}.json"
+            if not path.is_file():
+                continue
+            found, _ = _io.read_json(path)
+            rows = found.get("chapters", []) if isinstance(found, dict) else []
+            if kind == "chapter_costs":
+                row = next((r for r in rows if r.get("chapter") == chapter), None)
+                if row is not None:
+                    return (
+                        f"    the whole chapter at {profile.name!r}, when last counted: "
+                        f"{row['estimated']} runs still to train, about "
+                        f"{row['estimated_hours']:.1f} h on {found['hardware']['cpu']} "
+                        f"({_shown(path)})"
+                    )
+            else:
+                row = next((r for r in rows if Path(r.get("notebook", "")).stem == chapter), None)
+                if row is not None:
+                    return (
+                        f"    the whole chapter took {row['seconds']:.0f} s at {profile.name!r} "
+                        f"when last timed, on {found['hardware']['cpu']} ({_shown(path)}; longer "
+                        "when its runs are not stored yet)"
+                    )
+    return f"    no measured time for {chapter} at profile {profile.name!r} yet"
+
+
+# What a training call reads back instead of training (Registry.announce's ``reads_back``).
+READS_BACK = {
+    "result": "stored (read back)",  # run, reproduce: a stored result
+    "weights": "with cached weights (read back)",  # trained_model: the weights in the cache
+    None: "read back",  # train: nothing, every run trains
+}
+
+
 def _run_one(config: TrainConfig, profile_name: str, run_kwargs: dict) -> dict:
     return run(config, profile=profile_name, **run_kwargs)
 
@@ -230,6 +284,75 @@ class Registry(dict[str, Experiment]):
             config.epochs * math.ceil(_train_images(config, profile) / config.batch_size)
             for config in self.configs(name_or_all, profile, only)
         )
+
+    def announce(
+        self,
+        names: str | Iterable[str] = (),
+        profile: str | Profile | None = None,
+        *,
+        configs: Iterable[TrainConfig] = (),
+        chapter: str | None = None,
+        reads_back: str | None = "result",
+        results_root: str | Path | None = None,
+    ) -> None:
+        """Print, before training, how many runs a training cell needs and what they cost.
+
+        The first line counts the distinct runs of the experiments ``names`` and of ``configs``
+        at ``profile``: how many will be read back, and how many trained, with their optimizer
+        steps (the training loader drops a last partial batch: ``n_train // batch_size`` steps
+        an epoch). The second says what the whole ``chapter`` cost at ``profile`` when last
+        measured: ``chapter_costs/<profile>.json`` (runs still to train and their estimated
+        hours, written by ``benchmarks/chapter_cost.py``), else ``chapter_times/<profile>.json``
+        (seconds to execute the notebook, ``benchmarks/time_chapters.py``), else that no
+        time has been measured.
+
+        Args:
+            names: experiment names (one name or several). Default: none
+            profile: a profile or its name. Default: :func:`get_profile`'s choice
+            configs: more configurations, not a registry experiment's (a chapter's own runs).
+                Default: none
+            chapter: the notebook's name without ``.ipynb`` (``"07_mobilenetv2"``) whose
+                measured cost is printed. Default: ``None`` (no second line)
+            reads_back: what the training call reads back instead of training: ``"result"``
+                (:func:`~dnbook.engine.run`, :meth:`reproduce`: a stored result),
+                ``"weights"`` (:func:`~dnbook.engine.trained_model`: the best-validation
+                weights in the cache) or ``None`` (:func:`~dnbook.engine.train`: every run
+                trains). Default: ``"result"``
+            results_root: where stored results and the measured costs are looked up (see
+                :func:`~dnbook.engine.store.results_roots`). Default: the committed results,
+                then the reader's
+
+        Raises:
+            ValueError: for an unknown experiment or ``reads_back``.
+
+        Example:
+            >>> from dnbook.experiments import announce
+            >>> announce("table2", "ci", chapter="07_mobilenetv2")  # doctest: +SKIP
+            4 runs at profile 'ci': 1 stored (read back), 3 to train (24 optimizer steps; a bar per epoch)
+                the whole chapter took 16 s at 'ci' when last timed, on AMD EPYC (results/...)
+        """  # noqa: E501
+        if reads_back not in READS_BACK:
+            raise ValueError(f"reads_back {reads_back!r}: expected one of {list(READS_BACK)}")
+        profile = get_profile(profile)
+        names = [names] if isinstance(names, str) else list(names)
+        every = _unique([*(c for name in names for c in self.configs(name, profile)), *configs])
+        is_read_back = {
+            "result": lambda c: (
+                stored_result(c, profile.name, results_root, warn=False) is not None
+            ),
+            "weights": lambda c: weights_path(c).is_file(),
+            None: lambda c: False,
+        }[reads_back]
+        todo = [c for c in every if not is_read_back(c)]
+        steps = sum(c.epochs * (_train_images(c, profile) // c.batch_size) for c in todo)
+        print(
+            f"{len(every)} run{'s' * (len(every) != 1)} at profile {profile.name!r}: "
+            f"{len(every) - len(todo)} "
+            f"{READS_BACK[reads_back]}, {len(todo)} to train ({steps:,} optimizer steps; a bar "
+            "per epoch)"
+        )
+        if chapter is not None:
+            print(_measured_cost(chapter, profile, results_root))
 
     def reproduce(
         self,

@@ -1,25 +1,30 @@
-"""Moving Average Batch Normalization (MABN) and weight-centralized convolution.
+r"""Moving Average Batch Normalization (MABN) and weight-centralized convolution.
 
 Yan et al., "Towards Stabilizing Batch Statistics in Backward Propagation of Batch
 Normalization" (ICLR 2020). With a small batch, BN's statistics are noisy. The forward pass has
 the obvious ones (mean and variance), but the backward pass has two more: the per-channel means
-of ``g`` and of ``g * z`` that BN's input gradient subtracts. MABN makes all of them cheap to
+of :math:`\delta` and of :math:`\delta z` that BN's input gradient subtracts (:math:`\delta`
+is the gradient at the normalized value, chapter 0's symbols). MABN makes all of them cheap to
 average over past iterations:
 
 * it drops the centering (a weight-centralized conv, :class:`CenConv2d`, keeps the features
   roughly zero-mean instead), so the only forward statistic is the second moment
-  :math:`E[x^2]` and the only backward statistic is :math:`E[g z]`;
+  :math:`\chi = E[x^2]` and the only backward statistic is :math:`\psi = E[\delta z]`;
 * it replaces both by a simple moving average (SMA) over the last ``buffer_size`` iterations,
   so a real batch of ``N`` behaves like a batch of ``N * buffer_size``;
-* it multiplies the output by a renormalization factor ``r`` that pulls the SMA statistic
-  towards the long-run ``running_var``, which is what evaluation uses.
+* it multiplies the output by a renormalization factor :math:`\kappa` that pulls the SMA
+  statistic towards the long-run ``running_var``, which is what evaluation uses.
+
+The moving averages are written :math:`\chi^{\mathrm{SMA}}, \psi^{\mathrm{SMA}}` and the factor
+:math:`\kappa`, in chapter 0's symbols: there an overbar is a gradient, and Batch
+Renormalization's letter for the factor is SE's and DN's reduction ratio.
 
 :class:`MABN2d` follows the authors' code (``MABN.py`` in github.com/megvii-model/MABN)
-step for step: which iterations use the moving averages, when ``r`` is switched on and its
-clamp, and ``running_var``, which averages the statistic the layer normalized with (the SMA
-once it is on), not the batch's own second moment. ``tests/test_mabn.py`` checks forward,
-backward and buffers against an independent transcription of that code over more than 1,000
-iterations, in float64.
+step for step: which iterations use the moving averages, when :math:`\kappa` is switched on
+and its clamp, and ``running_var``, which averages the statistic the layer normalized with
+(the SMA once it is on), not the batch's own second moment. ``tests/test_mabn.py`` checks
+forward, backward and buffers against an independent transcription of that code over more
+than 1,000 iterations, in float64.
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ from dnbook.norms._validation import (
 )
 from dnbook.norms.batchnorm import accumulation_dtype
 
-# r stays fixed at 1 for at least this many iterations (the authors' code's choice).
+# The renormalization factor kappa stays fixed at 1 for at least this many iterations (the
+# authors' code's choice).
 RENORM_START = 1000
-# After that, r is clamped to [1 / R_MAX, R_MAX].
+# After that, kappa is clamped to [1 / R_MAX, R_MAX].
 R_MAX = 5.0
 
 
@@ -55,26 +61,26 @@ class _MABNStep:
     """
 
     forward_window: torch.Tensor  # (buffer_size, C): E[x^2] of the last buffer_size iterations
-    backward_window: torch.Tensor  # (buffer_size, C): E[g z] of the last buffer_size iterations
+    backward_window: torch.Tensor  # (buffer_size, C): E[delta z] of the last buffer_size steps
     slot: int  # the row of this iteration in both windows
     use_sma: bool  # average the windows (True) or use this batch's own statistics (False)
-    running_var: torch.Tensor | None  # (C,) for the renormalization; None means r = 1
+    running_var: torch.Tensor | None  # (C,) for the renormalization; None means kappa = 1
     eps: float
     # filled in by the forward: the statistic the batch was normalized with, (C,)
     var: torch.Tensor | None = None
 
 
 class _MABNFunction(torch.autograd.Function):
-    """MABN's training forward and its hand-written backward.
+    r"""MABN's training forward and its hand-written backward.
 
-    The backward is **stateful**: it writes this iteration's :math:`E[g z]` into the shared
+    The backward is **stateful**: it writes this iteration's :math:`E[\delta z]` into the shared
     ``backward_window`` before averaging it, so the next iterations can reuse it. A forward
     without a backward (a training-mode forward under ``torch.no_grad``) leaves that row
     holding the statistic of ``buffer_size`` iterations ago. Re-running the forward (activation
     checkpointing) would count the iteration twice, so it is not supported.
 
     Once the SMA is on, the input gradient is deliberately *not* the gradient of the forward:
-    past iterations' :math:`E[g z]` enter it, which is the point of MABN.
+    past iterations' :math:`E[\delta z]` enter it, which is the point of MABN.
 
     Statistics and the normalization are computed in float32 for a bf16 or float16 ``x``
     (autocast) and in the windows' dtype otherwise; ``y`` and ``dL/dx`` come back in ``x``'s
@@ -90,24 +96,24 @@ class _MABNFunction(torch.autograd.Function):
         # E[x^2] per channel, no centering                                     # (C,)
         second_moment = x.square().mean(dim=(0, 2, 3))
         step.forward_window[step.slot] = second_moment
-        # var_sma = mean of the last buffer_size E[x^2] (this batch's own while warming up)
+        # chi_sma = mean of the last buffer_size E[x^2] (this batch's own while warming up)
         var = step.forward_window.mean(dim=0) if step.use_sma else second_moment
         step.var = var
         # sigma = sqrt(var + eps)                                              # (C,)
         std = (var + step.eps).sqrt()
         # z = x / sigma                                                        # (N, C, H, W)
         z = x / std.view(1, channels, 1, 1)
-        # r = sigma / sqrt(running_var + eps), clamped to [1/5, 5]; 1 while r is off
+        # kappa = sigma / sqrt(running_var + eps), clamped to [1/5, 5]; 1 while it is off
         if step.running_var is None:
-            r = torch.ones_like(std)
+            kappa = torch.ones_like(std)
         else:
-            r = (std / (step.running_var + step.eps).sqrt()).clamp(1 / R_MAX, R_MAX)
-        scale = r if weight is None else weight * r
-        # y = weight * (r * z) + bias
+            kappa = (std / (step.running_var + step.eps).sqrt()).clamp(1 / R_MAX, R_MAX)
+        scale = kappa if weight is None else weight * kappa
+        # y = weight * (kappa * z) + bias
         y = z * scale.view(1, channels, 1, 1)
         if bias is not None:
             y = y + bias.view(1, channels, 1, 1)
-        ctx.save_for_backward(z, std, r, weight)
+        ctx.save_for_backward(z, std, kappa, weight)
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.step = step
         return y.to(ctx.input_dtype)
@@ -115,25 +121,25 @@ class _MABNFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        z, std, r, weight = ctx.saved_tensors
+        z, std, kappa, weight = ctx.saved_tensors
         step = ctx.step
         channels = z.shape[1]
         grad_y = grad_y.to(z.dtype)
-        scale = r if weight is None else weight * r
-        # g = dL/dy * weight * r                                              # (N, C, H, W)
-        g = grad_y * scale.view(1, channels, 1, 1)
-        # E[g z] per channel                                                   # (C,)
-        grad_stat = (g * z).mean(dim=(0, 2, 3))
+        scale = kappa if weight is None else weight * kappa
+        # delta = dL/dy * weight * kappa                                       # (N, C, H, W)
+        delta = grad_y * scale.view(1, channels, 1, 1)
+        # E[delta z] per channel                                               # (C,)
+        grad_stat = (delta * z).mean(dim=(0, 2, 3))
         step.backward_window[step.slot] = grad_stat
-        # E_sma[g z] = mean of the last buffer_size E[g z] (this batch's own while warming up)
+        # psi_sma = mean of the last buffer_size E[delta z] (this batch's own while warming up)
         grad_stat_used = step.backward_window.mean(dim=0) if step.use_sma else grad_stat
-        # dx = (g - z * E_sma[g z]) / sigma
-        grad_x = (g - z * grad_stat_used.view(1, channels, 1, 1)) / std.view(1, channels, 1, 1)
+        # dx = (delta - z * psi_sma) / sigma
+        grad_x = (delta - z * grad_stat_used.view(1, channels, 1, 1)) / std.view(1, channels, 1, 1)
         grad_x = grad_x.to(ctx.input_dtype)
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[1]:
-            # dweight = sum(dy * r * z)
-            grad_weight = ((grad_y * z).sum(dim=(0, 2, 3)) * r).to(weight.dtype)
+            # dweight = sum(dy * kappa * z)
+            grad_weight = ((grad_y * z).sum(dim=(0, 2, 3)) * kappa).to(weight.dtype)
         if ctx.needs_input_grad[2]:
             # dbias = sum(dy)
             grad_bias = grad_y.sum(dim=(0, 2, 3)).to(ctx.bias_dtype)
@@ -150,44 +156,45 @@ class MABN2d(nn.Module):
     .. math::
 
         \chi_t = \frac{1}{NHW} \sum_{n,h,w} x_{nchw}^2, \qquad
-        \bar\chi_t = \frac{1}{B} \sum_{i=0}^{B-1} \chi_{t-i}, \qquad
-        z = \frac{x}{\sqrt{\bar\chi_t + \epsilon}}, \qquad
-        y = \gamma \, (r z) + \beta,
+        \chi^{\mathrm{SMA}}_t = \frac{1}{B} \sum_{i=0}^{B-1} \chi_{t-i}, \qquad
+        z = \frac{x}{\sqrt{\chi^{\mathrm{SMA}}_t + \epsilon}}, \qquad
+        y = \gamma \, (\kappa z) + \beta,
 
     with the renormalization factor (a constant: no gradient flows through it)
 
     .. math::
 
-        r = \operatorname{clamp}\left(
-            \frac{\sqrt{\bar\chi_t + \epsilon}}{\sqrt{\text{running\_var} + \epsilon}},
+        \kappa = \operatorname{clamp}\left(
+            \frac{\sqrt{\chi^{\mathrm{SMA}}_t + \epsilon}}{\sqrt{\text{running\_var} + \epsilon}},
             \tfrac{1}{5}, 5\right),
 
     fixed at 1 for the first :math:`\max(1000, \text{warmup\_iters})` iterations. The backward
     pass averages its statistic the same way. With :math:`\delta = \frac{\partial L}{\partial y}
-    \gamma r`,
+    \gamma \kappa`,
 
     .. math::
 
         \psi_t = \frac{1}{NHW} \sum_{n,h,w} \delta_{nchw} z_{nchw}, \qquad
-        \bar\psi_t = \frac{1}{B} \sum_{i=0}^{B-1} \psi_{t-i}, \qquad
+        \psi^{\mathrm{SMA}}_t = \frac{1}{B} \sum_{i=0}^{B-1} \psi_{t-i}, \qquad
         \frac{\partial L}{\partial x}
-            = \frac{\delta - z \, \bar\psi_t}{\sqrt{\bar\chi_t + \epsilon}}.
+            = \frac{\delta - z \, \psi^{\mathrm{SMA}}_t}{\sqrt{\chi^{\mathrm{SMA}}_t + \epsilon}}.
 
     While :math:`t \le B` or :math:`t <` ``warmup_iters`` (the authors' schedule),
-    :math:`\bar\chi_t = \chi_t` and :math:`\bar\psi_t = \psi_t`: the layer is then BN without
-    centering, and its backward is the exact gradient of its forward. Afterwards the backward
-    is deliberately not the gradient of the forward: the past :math:`\psi` are reused as if
-    the batch were :math:`B` times larger, so ``buffer_size`` is the simulated batch size over
-    the real one. The backward is stateful: it writes :math:`\psi_t` into
-    ``backward_stat_buffer`` (see ``_MABNFunction``), so run one backward per training forward.
+    :math:`\chi^{\mathrm{SMA}}_t = \chi_t` and :math:`\psi^{\mathrm{SMA}}_t = \psi_t`: the
+    layer is then BN without centering, and its backward is the exact gradient of its forward.
+    Afterwards the backward is deliberately not the gradient of the forward: the past
+    :math:`\psi` are reused as if the batch were :math:`B` times larger, so ``buffer_size`` is
+    the simulated batch size over the real one. The backward is stateful: it writes
+    :math:`\psi_t` into ``backward_stat_buffer`` (see ``_MABNFunction``), so run one backward
+    per training forward.
 
     ``running_var`` follows MABN's convention (``momentum`` is the decay, unlike PyTorch's BN)
     and, as in the authors' code, averages the statistic the batch was normalized with:
-    :math:`\text{running\_var} \leftarrow d \cdot \text{running\_var} + (1 - d)\,\bar\chi_t`
-    (:math:`d` = ``momentum``)
-    (the SMA once it is on, :math:`\chi_t` before), updated after ``r`` is computed.
+    :math:`\text{running\_var} \leftarrow d \cdot \text{running\_var}
+    + (1 - d)\,\chi^{\mathrm{SMA}}_t` (:math:`d` = ``momentum``; the SMA once it is on,
+    :math:`\chi_t` before), updated after :math:`\kappa` is computed.
     Evaluation uses :math:`y = \gamma x / \sqrt{\text{running\_var} + \epsilon} + \beta`,
-    with no ``r``.
+    with no :math:`\kappa`.
 
     This is the layer of the authors' code, ``MABN.py`` in github.com/megvii-model/MABN (its
     ``buffer_size`` is ``real_B // B`` there): the same schedule, renormalization, running
@@ -205,7 +212,7 @@ class MABN2d(nn.Module):
         momentum: decay of ``running_var`` (MABN's convention, the weight of the *old* value).
             Default: 0.98.
         warmup_iters: iterations :math:`t <` ``warmup_iters`` use their own batch's
-            statistics (as do :math:`t \le B`); ``r`` stays 1 for
+            statistics (as do :math:`t \le B`); :math:`\kappa` stays 1 for
             :math:`\max(1000, \text{warmup\_iters})` iterations. Default: 100.
         affine: learnable per-channel ``weight`` (:math:`\gamma`) and ``bias``
             (:math:`\beta`). Default: ``True``.
