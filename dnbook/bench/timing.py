@@ -6,6 +6,7 @@ the interleaving (:func:`interleaved`) is what it lacks and the reason for this 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils import benchmark
+
+# torch.utils.benchmark imports torch.utils.cpp_extension, which logs a warning on every import
+# on a machine with a CUDA build of torch and no CUDA runtime ("No CUDA runtime is found");
+# dnbook compiles nothing, so that logger is quieted to errors before the import
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
 
 
 class Timer:
