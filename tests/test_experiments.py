@@ -360,6 +360,14 @@ def test_announce_counts_stored_runs_and_steps_to_train(tmp_path, capsys):
     assert f": 0 read back, {len(table2)} to train" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("epochs", "steps"), [(1.5, 5), (2, 6), (0.5, 2)])
+def test_announce_counts_a_fractional_runs_steps_as_the_loop_does(tmp_path, capsys, epochs, steps):
+    # 200 // 64 = 3 steps an epoch; 1.5 epochs: round(4.5) = 5, halves up; 0.5: round(1.5) = 2
+    extra = TrainConfig(model="plain_cnn", n_train=200, batch_size=64, epochs=epochs)
+    announce([], "ci", configs=[extra], results_root=tmp_path)
+    assert f"1 to train ({steps:,} optimizer steps;" in capsys.readouterr().out
+
+
 def test_announce_prints_the_chapters_measured_cost_or_says_there_is_none(tmp_path, capsys):
     announce("fig1", "ci", chapter="07_mobilenetv2", results_root=tmp_path)
     assert "no measured time for 07_mobilenetv2 at profile 'ci' yet" in capsys.readouterr().out
