@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     measured += stored[h]["wall_time_s"]
                     n_stored += 1
                 elif per_step.get(kind(config)):
-                    steps = config.epochs * math.ceil(profile.train_images / config.batch_size)
+                    steps = config.total_steps(math.ceil(profile.train_images / config.batch_size))
                     estimated += statistics.mean(per_step[kind(config)]) * steps
                     n_estimated += 1
                 else:

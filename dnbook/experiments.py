@@ -23,10 +23,12 @@ experiment's ``notes``):
 * **Width.** Smaller profiles shrink the networks (``width_mult``); the ``gpu`` and ``paper``
   profiles keep width 1.0.
 * **Small batches.** Below a profile's ``small_batch_reference`` a run gets proportionally fewer
-  epochs, so every small-batch run takes the same number of optimizer steps. The paper does the
-  same in spirit (batch 8: 120 epochs, batch 4: 60, against 240 at batch 64), and the ``paper``
-  profile reproduces its numbers exactly; at smaller profiles the full number of epochs at
-  batch 2 would take hours.
+  epochs, exactly ``epochs * batch / reference`` (fractional where it is not whole: at ``cpu``
+  1.5 epochs at batch 8, 0.75 at 4, 0.375 at 2, against 3), so every small-batch run takes the
+  same number of optimizer steps. The paper does the same (batch 8: 120 epochs, batch 4: 60,
+  against 240 at batch 64), and the ``paper`` profile reproduces its numbers exactly; at
+  smaller profiles the full number of epochs at batch 2 would take hours. ``ci`` and
+  ``cpu_v1`` keep the older rule, rounded to whole epochs and at least one (their hashes).
 * **Unstated settings.** Weight decay 4e-5 (MobileNetV2's), momentum 0.9, no label smoothing:
   the paper does not give them.
 """
@@ -229,9 +231,10 @@ SMALL_BATCH = ScaledExperiment(
     "lr = 0.1 x batch / 32 (the GN paper's linear scaling; 0.2 at batch 64), unlike Table 4 "
     "which keeps 0.2 at batch 8. GN with 8 groups (MobileNetV2's widths are multiples of 8, "
     "not 32). MABN's moving-average window spans about 32 images (buffer = 32 / batch). "
-    "Runs below the profile's small_batch_reference get proportionally fewer epochs, but never "
-    "fewer than one: at the gpu and paper profiles the small-batch runs take about equal steps, "
-    "while at ci and cpu (one epoch already at batch 16) a smaller batch means more steps. "
+    "Runs below the profile's small_batch_reference get proportionally fewer epochs, "
+    "fractional where need be (cpu: 0.375 at batch 2, 0.75 at 4, 1.5 at 8, 3 from 16 up), so "
+    "at the cpu, gpu and paper profiles the small-batch runs take equal steps; ci keeps whole "
+    "epochs (one at every batch), so there a smaller batch means more steps. "
     "At ci, 128 training images per run instead of 512 (batch 2: 64 steps), so that the grid "
     "fits CI's time; chapter 2 runs the same ci configurations.",
     SMALL_BATCH_VARIANTS,

@@ -3,6 +3,7 @@
 Calls ``main(argv)`` in-process (fast); one subprocess checks the module entry point itself.
 """
 
+import argparse
 import json
 import re
 import subprocess
@@ -66,9 +67,29 @@ def test_reproduce_dry_run_lists_configs_and_cost(capsys, tmp_path):
     assert len(out.strip().splitlines()) == 1 + 4
 
 
+@pytest.mark.parametrize(("batch", "epochs"), [("8", "1.5"), ("64", "3")])
+def test_reproduce_dry_run_prints_fractional_epochs(capsys, tmp_path, batch, epochs):
+    argv = ["reproduce", "table4", "--profile", "cpu", "--dry-run", "--results-dir", str(tmp_path)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [line for line in lines[1:] if f"batch {batch} " in line]
+    assert rows and all(f" epochs {epochs} " in line for line in rows)
+    assert not any("epochs 2 " in line for line in lines)  # the old round(1.5)
+
+
+def test_train_accepts_fractional_epochs():
+    from dnbook.cli.train import add_parser
+
+    commands = argparse.ArgumentParser().add_subparsers()
+    parser = add_parser(commands)
+    assert parser.parse_args(["--epochs", "1.5"]).epochs == 1.5
+    assert parser.parse_args(["--epochs", "2"]).epochs == 2
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["train", "--epochs", "0"], "epochs must be a positive"),
         (["train", "--lr", "-1"], "lr must be > 0"),
         (["train", "--norm", "nonsense"], "nonsense"),
         (["reproduce", "table5", "--dry-run"], "unknown experiment 'table5'"),

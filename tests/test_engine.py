@@ -134,7 +134,12 @@ def test_equivalent_norm_specs_share_a_hash():
     [
         ({"lr": -0.1}, "lr must be > 0"),
         ({"lr": 0.0}, "lr must be > 0"),
-        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"epochs": 0}, "epochs must be a positive, finite int or float"),
+        ({"epochs": -1.5}, "epochs must be a positive"),
+        ({"epochs": math.inf}, "epochs must be a positive"),
+        ({"epochs": math.nan}, "epochs must be a positive"),
+        ({"epochs": True}, "epochs must be a positive"),
+        ({"epochs": "2"}, "epochs must be a positive"),
         ({"batch_size": 0}, "batch_size must be an integer >= 1"),
         ({"norm": "no_such_norm"}, "no_such_norm"),
         ({"model": "no_such_model"}, "model must be one of"),
@@ -144,6 +149,31 @@ def test_equivalent_norm_specs_share_a_hash():
 def test_bad_values_raise_value_error(changes, message):
     with pytest.raises(ValueError, match=message):
         config(**changes)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 240])
+def test_a_whole_float_epochs_is_the_int_config_with_the_int_hash(epochs):
+    as_int, as_float = config(epochs=epochs), config(epochs=float(epochs))
+    assert as_float == as_int and type(as_float.epochs) is int
+    assert as_float.hash() == as_int.hash()
+    assert json.dumps(as_float.to_dict()) == json.dumps(as_int.to_dict())  # "epochs": 2, not 2.0
+    assert TrainConfig.from_dict({**as_int.to_dict(), "epochs": float(epochs)}) == as_int
+
+
+@pytest.mark.parametrize("epochs", [0.375, 1.5, 2.75])
+def test_a_fractional_epochs_is_kept_and_hashed_apart(epochs):
+    cfg = config(epochs=epochs)
+    assert cfg.epochs == epochs and isinstance(cfg.epochs, float)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.hash() not in {config(epochs=n).hash() for n in (1, 2, 3)}
+
+
+@pytest.mark.parametrize(
+    ("epochs", "steps_per_epoch", "steps"),
+    [(3, 703, 2109), (1.5, 3, 5), (1.5, 6, 9), (0.375, 6250, 2344), (0.75, 1, 1), (0.01, 3, 1)],
+)
+def test_total_steps_rounds_halves_up_and_takes_at_least_one(epochs, steps_per_epoch, steps):
+    assert config(epochs=epochs).total_steps(steps_per_epoch) == steps
 
 
 def test_unknown_config_field_raises_value_error():
@@ -264,6 +294,97 @@ def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
     assert resumed.final == straight.final
     torch.testing.assert_close(
         resumed.model.state_dict(), straight.model.state_dict(), rtol=0, atol=0
+    )
+
+
+# -- fractional epochs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("epochs", "batch_size", "curve_epochs", "steps"),
+    [
+        # 48 images: 3 steps an epoch at batch 16, 6 at batch 8
+        (1.5, 16, [1, 1.5], 5),  # round(4.5) = 5, halves up: 3 + 2
+        (1.5, 8, [1, 1.5], 9),  # 6 + 3
+        (0.5, 8, [0.5], 3),  # one partial epoch
+        (2.25, 16, [1, 2, 2.25], 7),  # round(6.75) = 7: 3 + 3 + 1
+    ],
+)
+def test_a_fractional_run_stops_part_way_through_its_last_epoch(
+    epochs, batch_size, curve_epochs, steps
+):
+    cfg = config(epochs=epochs, batch_size=batch_size, warmup_epochs=0.1)
+    steps_per_epoch = 48 // batch_size
+    outcome = quiet_train(cfg)
+    assert outcome.status == "finished"
+    assert outcome.steps == steps == cfg.total_steps(steps_per_epoch)
+    assert [row["epoch"] for row in outcome.curves] == curve_epochs
+    assert [row["step"] for row in outcome.curves] == [
+        min(steps, n * steps_per_epoch) for n in range(1, len(curve_epochs) + 1)
+    ]
+    # the partial epoch ends as any epoch does: validation and test passes
+    assert {"val_acc", "test_acc", "train_loss"} <= set(outcome.curves[-1])
+    assert outcome.final["best_epoch"] in curve_epochs
+    assert outcome.final["test_acc_last"] == outcome.curves[-1]["test_acc"]
+    # warm-up, then the cosine runs over the true total: its last step's factor is that of
+    # step total - 1 of WarmupCosine(warmup, total), near zero, not cut off half-way
+    lrs = outcome.step_curve and outcome.step_curve["lr"]
+    warmup = round(0.1 * steps_per_epoch)
+    factor = WarmupCosine(warmup, steps)
+    assert lrs[-1] == pytest.approx(cfg.lr * factor(steps - 1), abs=1e-7)
+    # (a schedule over whole epochs, ceil(epochs) * steps_per_epoch, would end higher)
+    whole = WarmupCosine(warmup, math.ceil(epochs) * steps_per_epoch)
+    assert lrs[-1] < cfg.lr * whole(steps - 1) - 1e-4
+    assert outcome.curves[-1]["lr"] == pytest.approx(cfg.lr * factor(steps - 1))
+
+
+def test_the_lr_of_a_fractional_run_reaches_about_zero_at_its_last_step():
+    cfg = config(epochs=1.5, batch_size=1, warmup_epochs=0.1)  # 48 steps an epoch, 72 in all
+    outcome = quiet_train(cfg)
+    assert outcome.steps == 72
+    lrs = [row["lr"] for row in outcome.curves]  # the lr of each epoch's last step
+    factor = WarmupCosine(warmup_steps=5, total_steps=72)  # round(0.1 * 48) = 5
+    assert lrs == pytest.approx([cfg.lr * factor(47), cfg.lr * factor(71)])
+    assert lrs[0] == pytest.approx(0.0306, abs=1e-4)  # two thirds of the way down the cosine
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-3 * cfg.lr)
+
+
+@pytest.mark.parametrize("epochs", [1.5, 2.25])
+def test_a_run_resumed_before_its_partial_epoch_equals_an_uninterrupted_run(tmp_path, epochs):
+    cfg = config(epochs=epochs)
+    straight = quiet_train(cfg)
+
+    checkpoint = tmp_path / "run.pt"
+    last_whole = math.floor(epochs)
+
+    def interrupt_after_the_last_whole_epoch(row):
+        if row["epoch"] == last_whole:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(
+            cfg, checkpoint_path=checkpoint, on_epoch_end=interrupt_after_the_last_whole_epoch
+        )
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["epoch"] == last_whole and saved["step"] == 3 * last_whole
+    torch.manual_seed(123)  # whatever the global RNG did since, resuming restores it
+    resumed = quiet_train(cfg, checkpoint_path=checkpoint)
+
+    def without_times(curves):
+        return [{k: v for k, v in row.items() if k != "time_s"} for row in curves]
+
+    assert resumed.steps == straight.steps == cfg.total_steps(3)
+    assert without_times(resumed.curves) == without_times(straight.curves)
+    assert resumed.curves[-1]["epoch"] == epochs
+    assert resumed.final == straight.final
+    assert resumed.step_curve == straight.step_curve
+    torch.testing.assert_close(
+        resumed.model.state_dict(), straight.model.state_dict(), rtol=0, atol=0
+    )
+    # a checkpoint taken after the partial epoch resumes as a finished run: nothing more to train
+    again = quiet_train(cfg, checkpoint_path=checkpoint)
+    assert again.steps == straight.steps and without_times(again.curves) == without_times(
+        straight.curves
     )
 
 

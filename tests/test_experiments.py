@@ -129,6 +129,54 @@ def test_paper_profile_uses_the_papers_epochs_at_small_batches():
     assert {c.epochs for c in configs("table3_resnet34", "paper")} == {240, 120, 60}
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "epochs"), [(64, 3), (32, 3), (16, 3), (8, 1.5), (4, 0.75), (2, 0.375)]
+)
+def test_cpu_profile_gives_small_batches_their_exact_share_of_epochs(batch_size, epochs):
+    # the paper's rule: half the epochs at half the batch, below the reference (16)
+    got = PROFILES["cpu"].epochs_for(batch_size)
+    assert got == epochs and type(got) is type(epochs)
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "paper"])
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 8])
+def test_small_batch_runs_take_the_steps_of_a_reference_batch_run(profile, batch_size):
+    p = PROFILES[profile]
+    reference = p.small_batch_reference
+    images = p.train_images
+    at_reference = TrainConfig(epochs=p.epochs, batch_size=reference).total_steps(
+        images // reference
+    )
+    config = TrainConfig(epochs=p.epochs_for(batch_size), batch_size=batch_size)
+    steps = config.total_steps(images // batch_size)
+    # equal up to the rounding of an epoch's steps (drop_last) at each batch size
+    assert abs(steps - at_reference) <= p.epochs * reference / batch_size
+
+
+@pytest.mark.parametrize(("profile", "batch_size", "epochs"), [("ci", 8, 1), ("cpu_v1", 8, 1)])
+def test_ci_and_cpu_v1_keep_whole_epochs_and_their_hashes(profile, batch_size, epochs):
+    # cpu_v1's stored batch-8 runs and ci's smoke runs were named under the older rule
+    assert PROFILES[profile].whole_epochs
+    assert PROFILES[profile].epochs_for(batch_size) == epochs
+
+
+def test_the_estimates_count_a_fractional_epochs_share():
+    cpu = PROFILES["cpu"]
+    table4 = configs("table4", "cpu")
+    small = [c for c in table4 if c.batch_size == 8]
+    assert small and {c.epochs for c in small} == {1.5}
+    images = sum(
+        round(c.epochs * cpu.train_images) if c.batch_size == 8 else c.epochs * cpu.train_images
+        for c in table4
+    )
+    assert estimate("table4", "cpu") == images
+    steps = sum(
+        (8_438 if c.batch_size == 8 else 3 * 704)  # 1.5 * ceil(45,000 / 8) = 8,437.5 -> 8,438
+        for c in table4
+    )
+    assert estimate_steps("table4", "cpu") == steps
+
+
 def test_a_config_shared_by_two_experiments_trains_once():
     table1 = {c.hash() for c in configs("table1", "cpu")}
     table2 = {c.hash() for c in configs("table2", "cpu")}
@@ -310,6 +358,14 @@ def test_announce_counts_stored_runs_and_steps_to_train(tmp_path, capsys):
     )
     announce("table2", "ci", reads_back=None, results_root=tmp_path)
     assert f": 0 read back, {len(table2)} to train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("epochs", "steps"), [(1.5, 5), (2, 6), (0.5, 2)])
+def test_announce_counts_a_fractional_runs_steps_as_the_loop_does(tmp_path, capsys, epochs, steps):
+    # 200 // 64 = 3 steps an epoch; 1.5 epochs: round(4.5) = 5, halves up; 0.5: round(1.5) = 2
+    extra = TrainConfig(model="plain_cnn", n_train=200, batch_size=64, epochs=epochs)
+    announce([], "ci", configs=[extra], results_root=tmp_path)
+    assert f"1 to train ({steps:,} optimizer steps;" in capsys.readouterr().out
 
 
 def test_announce_prints_the_chapters_measured_cost_or_says_there_is_none(tmp_path, capsys):

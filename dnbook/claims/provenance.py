@@ -17,8 +17,10 @@ def plural(n: int, what: str = "seed") -> str:
 
 
 def listed(values: Sequence[int], what: str) -> str:
-    """``values`` listed with the noun: ``"1 epoch"``, ``"3 epochs"``, ``"1, 3 epochs"``."""
-    return f"{', '.join(map(str, values))} {what}{'s' if list(values) != [1] else ''}"
+    """``values`` listed with the noun: ``"1 epoch"``, ``"3 epochs"``, ``"1, 3 epochs"``,
+    ``"1.5, 3 epochs"`` (a whole number prints without ``.0``, also from a float column)."""
+    text = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    return f"{text} {what}{'s' if list(values) != [1] else ''}"
 
 
 def train_size(config) -> str:

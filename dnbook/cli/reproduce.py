@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         for config in todo:
             print(
                 f"  {config.hash()}  {config.model:<12} {config.norm:<22} "
-                f"batch {config.batch_size:<3} lr {config.lr:<8g} epochs {config.epochs:<3} "
+                f"batch {config.batch_size:<3} lr {config.lr:<8g} epochs {config.epochs:<3g} "
                 f"seed {config.seed}" + ("  (stored)" if config.hash() in stored else "")
             )
         return 0

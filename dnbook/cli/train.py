@@ -16,7 +16,7 @@ TRAIN_OPTIONS = {
         str,
     ),
     "dataset": ("cifar10, cifar100, imagenet100_32, imagenet100_64 or synthetic", str),
-    "epochs": ("passes over the training split", int),
+    "epochs": ("passes over the training split; may be fractional (1.5: the last one half)", float),
     "lr": ("peak learning rate, reached after the warm-up, then cosine decay", float),
     "batch_size": ("training images per step (and per process under torchrun)", int),
     "seed": ("seed of the initialization, augmentation and batch order", int),

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from dnbook._validation import check_int
@@ -32,7 +34,11 @@ class TrainConfig:
         stem: ``"cifar"`` (stride-1 stem for 32-px images) or ``"imagenet"``. Default: ``"cifar"``
         dataset: a name for ``dnbook.data.load_dataset``. Default: ``"cifar10"``
         n_train, n_val, n_test: subset sizes (``None``: the whole split). Default: ``None``
-        epochs: number of passes over the training split. Default: 10
+        epochs: number of passes over the training split, a positive int or float; a
+            fractional run ends part-way through its last epoch, after
+            :func:`scaled_count` ``(epochs, steps_per_epoch)`` steps in all (see
+            :meth:`total_steps`). A float with an integral value is stored as an int, so
+            ``epochs=2.0`` and ``epochs=2`` are one config with one hash. Default: 10
         batch_size: images per step and per process (the batch statistics' batch). Default: 64
         eval_batch_size: images per evaluation step. Default: 500
         lr: peak learning rate, reached at the end of the warm-up. Default: 0.2
@@ -67,7 +73,7 @@ class TrainConfig:
     n_train: int | None = None
     n_val: int | None = None
     n_test: int | None = None
-    epochs: int = 10
+    epochs: int | float = 10
     batch_size: int = 64
     eval_batch_size: int = 500
     lr: float = 0.2
@@ -83,7 +89,17 @@ class TrainConfig:
     channels_last: bool = True
 
     def __post_init__(self) -> None:
+        epochs = self.epochs
+        if isinstance(epochs, float) and math.isfinite(epochs) and epochs.is_integer():
+            # 2.0 epochs is the config of 2: an int stays an int in the hashed JSON
+            object.__setattr__(self, "epochs", int(epochs))
         _validate(self)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the run at ``steps_per_epoch`` steps per epoch:
+        ``epochs * steps_per_epoch`` rounded to the nearest integer, halves up, at least 1
+        (:func:`scaled_count`). Whole epochs: exactly ``epochs * steps_per_epoch``."""
+        return scaled_count(self.epochs, steps_per_epoch)
 
     def hash(self) -> str:
         """A stable 12-hex-digit name: sha1 of the canonical JSON of the fields, with the
@@ -114,6 +130,20 @@ class TrainConfig:
         return cls(**fields)
 
 
+def scaled_count(epochs: int | float, per_epoch: int) -> int:
+    """``epochs * per_epoch`` (steps, or images) rounded to the nearest integer, halves up,
+    and at least 1: the one rounding of a fractional number of epochs, shared by the training
+    loop and every estimate of steps or images. Computed exactly (``Fraction``), so
+    ``1.5 * 3`` is 5 on every machine.
+
+    Example::
+
+        >>> scaled_count(1.5, 3), scaled_count(0.375, 10), scaled_count(3, 703)
+        (5, 4, 2109)
+    """
+    return max(1, math.floor(Fraction(epochs) * per_epoch + Fraction(1, 2)))
+
+
 def _expanded_norm(spec: str) -> str:
     factory = make_norm(spec)
     # every option, less those added after the stored results and at their legacy value
@@ -128,7 +158,17 @@ def _validate(config: TrainConfig) -> None:
             f"TrainConfig: model must be one of {sorted(MODEL_NAMES)}, got {config.model!r}"
         )
     parse_spec(config.norm)  # raises ValueError naming the known specs
-    for name in ("epochs", "batch_size", "eval_batch_size"):
+    epochs = config.epochs
+    if (
+        isinstance(epochs, bool)
+        or not isinstance(epochs, int | float)
+        or not math.isfinite(epochs)
+        or not epochs > 0
+    ):
+        raise ValueError(
+            f"TrainConfig: epochs must be a positive, finite int or float, got {epochs!r}"
+        )
+    for name in ("batch_size", "eval_batch_size"):
         check_int(f"TrainConfig: {name}", getattr(config, name), minimum=1, what="an integer >= 1")
     for name in ("n_train", "n_val", "n_test"):
         if (value := getattr(config, name)) is not None:

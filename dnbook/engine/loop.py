@@ -4,11 +4,20 @@ state a checkpoint holds. :func:`dnbook.engine.trainer.train` drives it epoch by
 
 Accuracies are percentages (0-100). Epochs are numbered from 1; ``step`` counts optimizer
 steps from 1 across epochs.
+
+**Fractional epochs.** A run of ``config.epochs`` = 1.5 takes
+``config.total_steps(steps_per_epoch)`` steps (:func:`~dnbook.engine.config.scaled_count`:
+``round(1.5 * steps_per_epoch)``, halves up): epoch 1 in full, then a last, partial epoch 2
+that stops after the remaining steps and ends as any epoch does (validation and test passes,
+best-validation update, curve row, checkpoint). Its curve row and best-validation epoch carry
+the run's fractional length, 1.5, not 2 (:meth:`Loop.epoch_value`); ``Loop.epoch`` and the
+checkpoint count epochs trained, partial ones included (2).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -71,6 +80,10 @@ class Loop:
             if len(y) > 0
         }
         self.steps_per_epoch = len(self.train_loader)
+        # the run's true length in steps, and its epochs: the last one partial where
+        # config.epochs is fractional
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
         model = build(self.num_classes).to(device=device, memory_format=self.memory_format)
         self.model = distributed.wrap_model(model, ctx, device, config.sync_bn)
@@ -98,6 +111,18 @@ class Loop:
 
     def wall_time_s(self) -> float:
         return self.earlier_sessions_s + time.perf_counter() - self.session_start
+
+    def steps_in(self, epoch: int) -> int:
+        """Optimizer steps of ``epoch`` (numbered from 1): ``steps_per_epoch``, less in the
+        last epoch of a fractional run."""
+        return min(self.steps_per_epoch, self.total_steps - (epoch - 1) * self.steps_per_epoch)
+
+    def epoch_value(self, epoch: int) -> int | float:
+        """Where ``epoch`` (numbered from 1) ends, in epochs, for curves and the best epoch:
+        ``epoch`` itself, except the run's last epoch, which ends at ``config.epochs`` (1.5
+        for the partial second epoch of a 1.5-epoch run; the same as ``epoch`` for a run of
+        whole epochs)."""
+        return self.config.epochs if epoch == self.num_epochs else epoch
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -151,13 +176,15 @@ class Loop:
     # -- one epoch ------------------------------------------------------------------------
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        """Train one epoch; returns its train metrics, or ``{"divergence": record}``."""
+        """Train one epoch (:meth:`steps_in` steps: the last epoch of a fractional run stops
+        part-way); returns its train metrics, or ``{"divergence": record}``."""
         self.model.train()
         self.train_loader.set_epoch(epoch)
         loss_sum, correct, seen = 0.0, torch.zeros((), device=self.device), 0
+        steps = self.steps_in(epoch)
         batches = tqdm(
-            self.train_loader,
-            total=self.steps_per_epoch,
+            itertools.islice(self.train_loader, steps),
+            total=steps,
             desc=f"epoch {epoch}",
             leave=False,
             disable=not self.show_progress,
@@ -213,8 +240,9 @@ class Loop:
     def end_epoch(
         self, epoch: int, train_metrics: dict[str, Any], seconds: float
     ) -> dict[str, Any]:
-        """Evaluate, update the best-validation weights, append to the curves."""
-        row = {"epoch": epoch, "step": self.step, **train_metrics}
+        """Evaluate, update the best-validation weights, append to the curves (the row's
+        and the best's ``epoch`` is :meth:`epoch_value`: fractional at a fractional run's end)."""
+        row = {"epoch": self.epoch_value(epoch), "step": self.step, **train_metrics}
         # Every process evaluates with rank 0's running statistics, as DDP trains with them.
         distributed.broadcast_buffers(self.net, self.ctx)
         row |= self.evaluate("val") | self.evaluate("test")
@@ -224,7 +252,7 @@ class Loop:
         score = row.get("val_acc")
         if self.best is None or score is None or score > self.best["val_acc"]:
             state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-            self.best = {"epoch": epoch, "val_acc": score, "state": state}
+            self.best = {"epoch": row["epoch"], "val_acc": score, "state": state}
         self.curves.append(row)
         self.epoch = epoch
         return row

@@ -52,8 +52,10 @@ def sgd(
     net: nn.Module, config: TrainConfig, steps_per_epoch: int
 ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
     """SGD over :func:`param_groups` of ``net`` and its :class:`WarmupCosine` schedule, as
-    ``config`` asks, for a run of ``steps_per_epoch`` optimizer steps per epoch."""
-    total_steps = steps_per_epoch * config.epochs
+    ``config`` asks, for a run of ``steps_per_epoch`` optimizer steps per epoch: the cosine
+    ends at the run's true last step, :meth:`TrainConfig.total_steps` (a fractional
+    ``epochs`` included), and the warm-up lasts ``round(warmup_epochs * steps_per_epoch)``."""
+    total_steps = config.total_steps(steps_per_epoch)
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     optimizer = torch.optim.SGD(
         param_groups(net, config.weight_decay, config.norm_weight_decay),

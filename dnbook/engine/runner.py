@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dnbook import _io
 from dnbook.engine import environment
-from dnbook.engine.config import TrainConfig
+from dnbook.engine.config import TrainConfig, scaled_count
 from dnbook.engine.profiles import PAPER_LR, Profile, get_profile
 from dnbook.engine.runs import run
 from dnbook.engine.store import results_roots, stored_result, weights_path
@@ -32,7 +32,7 @@ PAPER_BATCH = 64
 Variants = tuple[tuple[str, dict], ...]
 
 
-def warmup_epochs(epochs: int, fraction: float | None = None) -> float:
+def warmup_epochs(epochs: int | float, fraction: float | None = None) -> float:
     """Linear warm-up length of a run of ``epochs``: ``fraction`` of the run where a profile
     sets one, else one epoch capped at a fifth of the run."""
     if fraction is not None:
@@ -267,10 +267,12 @@ class Registry(dict[str, Experiment]):
         self, name_or_all: str, profile: str | Profile | None = None, only: str | None = None
     ) -> int:
         """Training images that ``reproduce(name_or_all, profile)`` processes from scratch
-        (every epoch of every distinct configuration; evaluation passes not counted)."""
+        (every epoch of every distinct configuration, a fractional one's share rounded as the
+        loop rounds steps, :func:`~dnbook.engine.config.scaled_count`; evaluation passes not
+        counted)."""
         profile = get_profile(profile)
         return sum(
-            config.epochs * _train_images(config, profile)
+            scaled_count(config.epochs, _train_images(config, profile))
             for config in self.configs(name_or_all, profile, only)
         )
 
@@ -278,10 +280,11 @@ class Registry(dict[str, Experiment]):
         self, name_or_all: str, profile: str | Profile | None = None, only: str | None = None
     ) -> int:
         """Optimizer steps of the same runs (a GPU step at small batch costs about as much as a
-        big one, so steps, not images, predict GPU time)."""
+        big one, so steps, not images, predict GPU time): :meth:`TrainConfig.total_steps`
+        of ``ceil(images / batch_size)`` steps per epoch."""
         profile = get_profile(profile)
         return sum(
-            config.epochs * math.ceil(_train_images(config, profile) / config.batch_size)
+            config.total_steps(math.ceil(_train_images(config, profile) / config.batch_size))
             for config in self.configs(name_or_all, profile, only)
         )
 
@@ -300,7 +303,8 @@ class Registry(dict[str, Experiment]):
         The first line counts the distinct runs of the experiments ``names`` and of ``configs``
         at ``profile``: how many will be read back, and how many trained, with their optimizer
         steps (the training loader drops a last partial batch: ``n_train // batch_size`` steps
-        an epoch). The second says what the whole ``chapter`` cost at ``profile`` when last
+        an epoch; a fractional run's steps are rounded as the loop rounds them,
+        :meth:`TrainConfig.total_steps`). The second says what the whole ``chapter`` cost at ``profile`` when last
         measured: ``chapter_costs/<profile>.json`` (runs still to train and their estimated
         hours, written by ``benchmarks/chapter_cost.py``), else ``chapter_times/<profile>.json``
         (seconds to execute the notebook, ``benchmarks/time_chapters.py``), else that no
@@ -344,7 +348,7 @@ class Registry(dict[str, Experiment]):
             None: lambda c: False,
         }[reads_back]
         todo = [c for c in every if not is_read_back(c)]
-        steps = sum(c.epochs * (_train_images(c, profile) // c.batch_size) for c in todo)
+        steps = sum(c.total_steps(_train_images(c, profile) // c.batch_size) for c in todo)
         print(
             f"{len(every)} run{'s' * (len(every) != 1)} at profile {profile.name!r}: "
             f"{len(every) - len(todo)} "

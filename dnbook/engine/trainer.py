@@ -10,6 +10,8 @@ generator states), :mod:`~dnbook.engine.precision` (bf16 autocast and memory lay
 A run is a pure function of its :class:`TrainConfig` on a given machine: the seed fixes the
 initialization, the batch order and the augmentation, and a run stopped after any epoch and
 resumed from its checkpoint ends with the same weights and curves as one that never stopped.
+A fractional ``config.epochs`` (1.5) ends with a partial epoch, trained, evaluated and
+checkpointed like the others (see :mod:`~dnbook.engine.loop`).
 """
 
 from __future__ import annotations
@@ -179,9 +181,10 @@ def train(
 
     status, divergence = "finished", None
     epochs = tqdm(
-        range(loop.epoch + 1, config.epochs + 1),
+        # epochs left, numbered from 1; the last one partial where config.epochs is fractional
+        range(loop.epoch + 1, loop.num_epochs + 1),
         initial=loop.epoch,
-        total=config.epochs,
+        total=loop.num_epochs,
         desc=f"{config.model} {config.norm}",
         disable=not loop.show_progress,
     )
