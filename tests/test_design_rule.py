@@ -109,3 +109,15 @@ def test_the_registry_matches_the_rule():
     assert {"BN", DESIGN_V2_INCUMBENT} <= names
     assert {split_label(label)[1] for label in labels} == set(DESIGN_V2_LRS)
     assert len(labels) == len(names) * len(DESIGN_V2_LRS)
+
+
+@pytest.mark.parametrize("missing", ["DN-B raw input", "DN-B base affine (book's own)"])
+def test_a_registered_variant_with_no_runs_is_incomplete(missing):
+    # the stored variants alone would decide (r=4 clearly better); one registered variant has
+    # no run at all, so the study is not complete and nothing is decided
+    frame = runs({**BASE, "DN-B r=4": [76.0, 75.5, 77.0]})
+    expected = [f"{name} lr {lr:g}" for name in (*BASE, "DN-B r=4", missing) for lr in LRS]
+    assert choose_default(frame, "DN-B default").default == "DN-B r=4"
+    choice = choose_default(frame, "DN-B default", expected=expected)
+    assert choice.default is None and choice.reason.startswith("incomplete")
+    assert f"{missing} at lr 0.2" in choice.reason and f"{missing} at lr 0.5" in choice.reason

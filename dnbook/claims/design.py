@@ -26,6 +26,7 @@ gives the widest interval, i.e. how large a difference the study could have miss
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -114,6 +115,7 @@ def choose_default(
     control: str = "BN",
     dataset: str = "cifar10",
     min_seeds: int = MIN_SEEDS,
+    expected: Sequence[str] = (),
 ) -> DesignChoice:
     """Apply the rule (module docstring) to the stored runs of the design study.
 
@@ -124,15 +126,19 @@ def choose_default(
         control: the name of the baseline that must learn.
         dataset: for chance and the learned threshold. Default: ``"cifar10"``
         min_seeds: seeds every variant needs at each learning rate. Default: 3
+        expected: the study's labels (``"<name> lr <lr>"``, the registry's); a label with no
+            run stored makes the study incomplete, as one with too few seeds does. Default:
+            ``()`` (only the stored labels are checked)
     """
     if runs.empty:
         return DesignChoice(None, "no runs stored", "not tested", pd.DataFrame())
     table, runs = design_table(runs, incumbent, dataset)
-    lrs = sorted(runs["lr"].unique())
+    # every (name, lr) the study registers or has runs of: a variant not trained yet counts
+    cells = dict.fromkeys(map(split_label, expected))
+    cells.update(dict.fromkeys(zip(runs["name"], runs["lr"], strict=True)))
     short = [
         f"{name} at lr {lr:g}"
-        for name in table["variant"]
-        for lr in lrs
+        for name, lr in cells
         if runs[(runs["name"] == name) & (runs["lr"] == lr)]["seed"].nunique() < min_seeds
     ]
     if short:
@@ -142,6 +148,7 @@ def choose_default(
             "not tested",
             table,
         )
+    lrs = sorted(runs["lr"].unique())
     control_runs = runs[(runs["name"] == control) & (runs["lr"] == lrs[0])]
     ok, words = learned(control_runs, dataset)
     if not ok:
