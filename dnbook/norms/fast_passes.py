@@ -84,9 +84,16 @@ def spatial_sums(a: Tensor, x: Tensor, scratch: Tensor | None = None) -> tuple[T
     acc = accumulation_dtype(x.dtype)
     if channels_last(x) and channels_last(a):
         a3, x3 = _pixels_by_channel(a), _pixels_by_channel(x)
-        if x.dtype != acc or scratch is None:
-            # a x in float32 for half-precision inputs (a bf16 product keeps 8 bits)
-            product = torch.mul(a3, x3.to(acc))
+        if x.dtype != acc or a.dtype != acc:
+            # a x in float32 for half-precision inputs (a bf16 product keeps 8 bits). Both
+            # operands are converted first: a product of a bf16 and a float32 tensor takes
+            # PyTorch's mixed-dtype loop, many times slower on a CPU than a conversion and a
+            # float32 product (results/bench/README.md)
+            a_acc = a3.to(acc)
+            x_acc = a_acc if x is a else x3.to(acc)
+            return torch.mul(a_acc, x_acc).sum(1), a_acc.sum(1)
+        if scratch is None:
+            product = torch.mul(a3, x3)
         else:
             product = torch.mul(a3, x3, out=_pixels_by_channel(scratch))
         return product.sum(1), a3.sum(1, dtype=acc)
