@@ -186,11 +186,18 @@ def test_no_import_cycle_between_the_layer_and_its_functional(module):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_spatial_sums(dtype, channels_last):
+@pytest.mark.parametrize("same", [False, True], ids=["a,x", "x,x"])
+@pytest.mark.parametrize("scratch", [False, True])
+def test_spatial_sums(dtype, channels_last, same, scratch):
     a, x = torch.randn(2, 2, 3, 5, 4, dtype=torch.float64)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     a_in, x_in = (t.to(dtype).contiguous(memory_format=memory_format) for t in (a, x))
-    sum_ax, sum_a = spatial_sums(a_in, x_in)
+    if same:  # the forward's call: sum x^2 and sum x from one tensor
+        a_in = x_in
+    kept = x_in.clone()
+    memory = torch.empty_like(x_in) if scratch else None
+    sum_ax, sum_a = spatial_sums(a_in, x_in, scratch=memory)
+    assert torch.equal(x_in, kept)  # the inputs are never written to
     a, x = a_in.double(), x_in.double()  # the rounded inputs, exactly
     assert sum_ax.dtype == sum_a.dtype == torch.promote_types(dtype, torch.float32)
     tolerance = TOLERANCE if dtype == torch.float64 else {"atol": 1e-5, "rtol": 1e-5}
