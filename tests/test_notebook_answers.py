@@ -53,8 +53,8 @@ KNOWN_ANSWERS = [
     (
         "11_claims",
         "Exercise 2",
-        ("holds", "inconclusive", "not tested", "inconclusive"),
-        None,
+        (("holds", "inconclusive", "not tested", "inconclusive"), -10.4),
+        2,
         ["judge(", "PairedGain", "side_of"],
     ),
 ]
