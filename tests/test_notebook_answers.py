@@ -157,3 +157,52 @@ def test_the_literal_detector_detects():
     for code in ["bn.running_mean.item()", "(a, 3)", "...", "math.sqrt(5)", "None"]:
         assert not _is_literal(expected_of(code)), code
     assert math.isclose(0.02, 1 - 0.98)  # the table's 4a answer is the one the chapter asks for
+
+
+def _data_assignments(path: Path) -> dict[str, str]:
+    """The module-level assignments of UPPER_CASE names in a notebook's code cells (the data an
+    exercise hands the reader), as ``ast.dump`` of their values, by name."""
+    found: dict[str, str] = {}
+    for source in code_cells(path):
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # a cell with IPython magics: no exercise data there
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+                if isinstance(target, ast.Name) and target.id.isupper():
+                    found[target.id] = ast.dump(node.value)
+    return found
+
+
+def _shared_data(chapter: Path) -> list[str]:
+    solution = NOTEBOOKS / "solutions" / f"{chapter.stem}_solutions.ipynb"
+    mine, theirs = _data_assignments(chapter), _data_assignments(solution)
+    return sorted(set(mine) & set(theirs))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        p
+        for p in sorted(NOTEBOOKS.glob("[0-9][0-9]*.ipynb"))
+        if (NOTEBOOKS / "solutions" / f"{p.stem}_solutions.ipynb").exists()
+    ],
+    ids=lambda p: p.stem,
+)
+def test_solutions_work_on_the_chapters_data(path):
+    """A solution that copies an exercise's data (a sweep, per-seed accuracies) must copy it
+    exactly: else its asserts could pass on data the chapter no longer shows."""
+    solution = NOTEBOOKS / "solutions" / f"{path.stem}_solutions.ipynb"
+    mine, theirs = _data_assignments(path), _data_assignments(solution)
+    differ = [name for name in _shared_data(path) if mine[name] != theirs[name]]
+    assert not differ, f"{solution.name} copies {differ} from {path.name} with other values"
+
+
+def test_the_data_comparison_sees_the_exercises():
+    # the chapters whose exercises hand the reader data that the solutions copy
+    assert {"SWEEP", "CASE_RUNS", "BN_SEEDS"} <= {
+        *_shared_data(NOTEBOOKS / "07_mobilenetv2.ipynb"),
+        *_shared_data(NOTEBOOKS / "11_claims.ipynb"),
+    }
