@@ -15,7 +15,6 @@ time: executing the notebook on stored runs.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 from collections import defaultdict
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     measured += stored[h]["wall_time_s"]
                     n_stored += 1
                 elif per_step.get(kind(config)):
-                    steps = config.total_steps(math.ceil(profile.train_images / config.batch_size))
+                    steps = config.steps_for(config.n_train or profile.train_images)
                     estimated += statistics.mean(per_step[kind(config)]) * steps
                     n_estimated += 1
                 else:

@@ -171,7 +171,7 @@ def test_the_estimates_count_a_fractional_epochs_share():
     )
     assert estimate("table4", "cpu") == images
     steps = sum(
-        (8_438 if c.batch_size == 8 else 3 * 704)  # 1.5 * ceil(45,000 / 8) = 8,437.5 -> 8,438
+        (8_438 if c.batch_size == 8 else 3 * 703)  # 1.5 * (45,000 // 8) = 8,437.5 -> 8,438
         for c in table4
     )
     assert estimate_steps("table4", "cpu") == steps

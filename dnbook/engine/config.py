@@ -101,6 +101,12 @@ class TrainConfig:
         (:func:`scaled_count`). Whole epochs: exactly ``epochs * steps_per_epoch``."""
         return scaled_count(self.epochs, steps_per_epoch)
 
+    def steps_for(self, train_images: int) -> int:
+        """Optimizer steps of a one-process run over ``train_images`` training images: the
+        loop's loader drops the last partial batch, so an epoch is ``train_images //
+        batch_size`` steps, and the run :meth:`total_steps` of those."""
+        return self.total_steps(train_images // self.batch_size)
+
     def hash(self) -> str:
         """A stable 12-hex-digit name: sha1 of the canonical JSON of the fields, with the
         norm spec expanded to every option, defaults included. So ``"dnb:g=1,r=16"`` and

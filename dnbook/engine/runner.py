@@ -12,7 +12,6 @@ The paper's experiments, the registry's data, are in :mod:`dnbook.experiments`.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import re
 from collections.abc import Iterable
@@ -280,11 +279,11 @@ class Registry(dict[str, Experiment]):
         self, name_or_all: str, profile: str | Profile | None = None, only: str | None = None
     ) -> int:
         """Optimizer steps of the same runs (a GPU step at small batch costs about as much as a
-        big one, so steps, not images, predict GPU time): :meth:`TrainConfig.total_steps`
-        of ``ceil(images / batch_size)`` steps per epoch."""
+        big one, so steps, not images, predict GPU time), as the loop counts them
+        (:meth:`TrainConfig.steps_for`: whole batches only)."""
         profile = get_profile(profile)
         return sum(
-            config.total_steps(math.ceil(_train_images(config, profile) / config.batch_size))
+            config.steps_for(_train_images(config, profile))
             for config in self.configs(name_or_all, profile, only)
         )
 
