@@ -323,11 +323,11 @@ def largest_stored(
 
     The rule: the runs of the largest profile (in :data:`PROFILE_ORDER`) at which the
     experiment is complete (:func:`is_complete`), and nothing from any other profile. Where no
-    profile is complete (a chapter under CI before it has trained, a reader's first runs), the
-    grid is put together variant by variant: each variant from the largest profile at which
-    it is complete, and only when no profile has it complete, from the largest profile that
-    has any of its runs. So a half-trained grid at a large profile never hides, nor mixes with,
-    a complete one at a smaller profile."""
+    profile is complete (say a reader's own first runs, read before the chapter trains the
+    rest), the grid is put together variant by variant: each variant from the largest
+    profile at which it is complete, and only when no profile has it complete, from the
+    largest profile that has any of its runs. So a half-trained grid at a large profile
+    never hides, nor mixes with, a complete one at a smaller profile."""
     stored = {}
     for profile_name in PROFILE_ORDER:
         frame, results = experiment_runs(experiment, profile_name, results_root)
