@@ -662,14 +662,13 @@ EVERY_VARIANT = {"BN": None, "SE+BN": None, "DN-B(16,1)": None, "DN-B(16,oup)": 
             {"cpu": {"BN": None, "SE+BN": (0,)}, "ci": EVERY_VARIANT},
             dict.fromkeys(EVERY_VARIANT, "ci"),
         ),
-        # complete nowhere: each variant from the largest profile where it is complete, else
-        # the largest that has some of it
+        # complete nowhere: the largest profile that has any run, alone (never a mix)
         (
             {
                 "cpu": {"BN": None, "DN-B(16,1)": (0, 1), "SE+BN": (2,)},
                 "cpu_v1": {"DN-B(16,1)": None, "SE+BN": (0,)},
             },
-            {"BN": "cpu", "DN-B(16,1)": "cpu_v1", "SE+BN": "cpu"},
+            {"BN": "cpu", "DN-B(16,1)": "cpu", "SE+BN": "cpu"},
         ),
         ({"cpu": {"DN-B(16,oup)": (4,)}}, {"DN-B(16,oup)": "cpu"}),
         ({}, {}),

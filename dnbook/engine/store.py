@@ -322,12 +322,10 @@ def largest_stored(
     run comes from.
 
     The rule: the runs of the largest profile (in :data:`PROFILE_ORDER`) at which the
-    experiment is complete (:func:`is_complete`), and nothing from any other profile. Where no
-    profile is complete (say a reader's own first runs, read before the chapter trains the
-    rest), the grid is put together variant by variant: each variant from the largest
-    profile at which it is complete, and only when no profile has it complete, from the
-    largest profile that has any of its runs. So a half-trained grid at a large profile
-    never hides, nor mixes with, a complete one at a smaller profile."""
+    experiment is complete (:func:`is_complete`); where no profile is complete (say a reader's
+    own first runs, read before the chapter trains the rest), the runs of the largest profile
+    that has any. One profile a table, never a mix: a half-trained grid at a large profile
+    neither hides a complete one at a smaller profile nor borrows rows from it."""
     stored = {}
     for profile_name in PROFILE_ORDER:
         frame, results = experiment_runs(experiment, profile_name, results_root)
@@ -336,27 +334,7 @@ def largest_stored(
     for profile_name, (frame, results) in stored.items():
         if is_complete(experiment, profile_name, frame["hash"]):
             return frame, results
-    source: dict[str, str] = {}  # variant -> the profile it is shown from
-    for profile_name, (frame, _) in stored.items():
-        for variant in complete_variants(experiment, profile_name, frame["hash"]):
-            source.setdefault(variant, profile_name)
-    for profile_name, (frame, _) in stored.items():
-        for variant in frame["variant"].astype(str):
-            source.setdefault(variant, profile_name)
-    frames, results = [], []
-    for profile_name, (frame, stored_results) in stored.items():
-        keep = frame["variant"].astype(str).map(source).eq(profile_name)
-        if keep.any():
-            frames.append(frame[keep])
-            kept = set(frame.loc[keep, "hash"])
-            results += [r for r in stored_results if r["hash"] in kept]
-    if not frames:
-        return pd.DataFrame(), []
-    order = [label for label, _ in experiment.variants]
-    order += [v for f in frames for v in f["variant"].cat.categories if v not in order]
-    frame = pd.concat([f.astype({"variant": str}) for f in frames], ignore_index=True)
-    frame["variant"] = pd.Categorical(frame["variant"], list(dict.fromkeys(order)))
-    return frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True), results
+    return next(iter(stored.values()), (pd.DataFrame(), []))
 
 
 def read_measurement(path: str | Path, *, warn: bool = True) -> dict[str, Any] | None:
