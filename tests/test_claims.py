@@ -33,6 +33,7 @@ from dnbook.claims import (
     TrainingOutcome,
 )
 from dnbook.claims.ledger import _drop_less
+from dnbook.claims.rules import CI_SMOKE
 from dnbook.complexity import PAPER_TABLE
 from dnbook.engine import store as engine_store
 from dnbook.engine.profiles import get_profile
@@ -470,16 +471,17 @@ def test_unreadable_affine_value_is_inconclusive():
 # Reading the store
 
 
-def _store_run(root, profile, config, acc, hardware="test CPU"):
+def _store_run(root, profile, config, acc, hardware="test CPU", status="finished"):
     final = {"train_loss": 1.0, "train_acc": acc, "best_val_acc": acc}
     final |= {"test_acc_at_best_val": acc, "val_acc": acc, "test_acc_last": acc, "best_epoch": 3}
     curves = [{"epoch": e, "val_acc": acc - 3 + e} for e in (1, 2, 3)]
+    diverged = status == "diverged"
     result = {
         "hash": config.hash(),
         "config": config.to_dict(),
-        "status": "finished",
-        "curves": curves,
-        "final": final,
+        "status": status,
+        "curves": curves[:1] if diverged else curves,
+        "final": None if diverged else final,
         "steps": 4218,
         "wall_time_s": 1.0,
         "hardware": {"cpu": hardware, "gpu": None},
@@ -503,10 +505,7 @@ def test_nothing_stored_is_not_tested(tmp_path):
             assert found.reason.startswith(("not run", "not measured yet"))
 
 
-def test_evaluate_reads_the_largest_profile_with_every_variant(tmp_path, monkeypatch):
-    # the new cpu profile is left out of PROFILE_ORDER until the chapters show it; the rule
-    # reads whichever profiles the order lists, so put it back for this test
-    monkeypatch.setattr(engine_store, "PROFILE_ORDER", ("paper", "gpu", "cpu", "cpu_v1", "ci"))
+def test_evaluate_reads_the_largest_profile_with_every_variant(tmp_path):
     """DN-B(16,1) beats BN by about 2 points in every seed at cpu; ci has the reverse. A cpu
     grid with BN missing falls back to ci, which never tests anything."""
     claim = next(c for c in CLAIMS if c.id == "dnb_g1_beats_bn")
@@ -530,8 +529,7 @@ def test_evaluate_reads_the_largest_profile_with_every_variant(tmp_path, monkeyp
     assert stored["val_change"].eq(1.0).all() and stored["steps"].eq(4218).all()
 
 
-def test_evaluate_reads_stored_measurements(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine_store, "PROFILE_ORDER", ("paper", "gpu", "cpu", "cpu_v1", "ci"))
+def test_evaluate_reads_stored_measurements(tmp_path):
     claim = next(c for c in CLAIMS if c.id == "test_batch")
     for config in _configs("table4", "cpu", "DN-B(16,1) b64"):
         _store_run(tmp_path, "cpu", config, 60.0)
@@ -547,6 +545,152 @@ def test_evaluate_reads_stored_measurements(tmp_path, monkeypatch):
         path.write_text(json.dumps({**stored, "value": ch8({"1": 30.0, "2": 30.0, "32": 30.0})}))
     found = claim.evaluate(ResultsStore(tmp_path))
     assert (found.verdict, found.profile) == (HOLDS, "cpu")
+
+
+def test_cpu_is_read_after_gpu_and_before_cpu_v1():
+    assert engine_store.PROFILE_ORDER == ("paper", "gpu", "cpu", "cpu_v1", "ci")
+
+
+# (stored seeds of BN at cpu, diverged seeds among them, BN complete?) for Table 2, a headline
+# comparison with 5 seeds at cpu
+@pytest.mark.parametrize(
+    ("seeds", "diverged", "complete"),
+    [
+        ((0, 1, 2, 3, 4), (), True),
+        ((0, 1, 2, 3, 4), (3,), True),  # a diverged run is stored: it counts
+        ((0, 1, 2), (), False),
+        ((1, 2, 3, 4), (), False),
+        ((), (), False),
+    ],
+)
+def test_a_variant_is_complete_when_every_registered_run_is_stored(seeds, diverged, complete):
+    table2 = EXPERIMENTS["table2"]
+    stored = [
+        c.hash() for c in _configs("table2", "cpu", "BN") if c.seed in seeds or c.seed in diverged
+    ]
+    assert ("BN" in engine_store.complete_variants(table2, "cpu", stored)) is complete
+    others = [h for v in ("SE+BN", "DN-B(16,1)", "DN-B(16,oup)") for h in _hashes("table2", v)]
+    assert engine_store.is_complete(table2, "cpu", stored + others) is complete
+    assert not engine_store.is_complete(table2, "cpu", others)
+
+
+def _hashes(name, variant, profile="cpu"):
+    return [c.hash() for c in _configs(name, profile, variant)]
+
+
+def _store_variant(root, profile, name, variant, acc, seeds=None, diverged=()):
+    """Runs of ``variant`` at ``profile``: the given ``seeds`` (default all the registry's),
+    test accuracy ``acc`` plus the seed; the seeds in ``diverged`` are stored as diverged."""
+    for config in _configs(name, profile, variant):
+        if seeds is None or config.seed in seeds:
+            status = "diverged" if config.seed in diverged else "finished"
+            _store_run(root, profile, config, acc + config.seed, status=status)
+
+
+# At cpu_v1 both variants are complete, and BN (the baseline) did not learn there: not tested.
+# At cpu, DN-B(16,1) beats BN by 2 points in every seed: holds, once both are complete.
+@pytest.mark.parametrize(
+    ("cpu_bn_seeds", "cpu_dnb_seeds", "profile", "verdict"),
+    [
+        (None, None, "cpu", HOLDS),
+        (None, (0, 1, 2), "cpu_v1", NOT_TESTED),  # DN-B(16,1) half trained at cpu
+        ((0, 1, 2, 3), None, "cpu_v1", NOT_TESTED),  # one BN seed to go
+        ((), None, "cpu_v1", NOT_TESTED),  # BN not started at cpu
+    ],
+)
+def test_a_rule_reads_cpu_only_where_its_variants_are_complete(
+    tmp_path, cpu_bn_seeds, cpu_dnb_seeds, profile, verdict
+):
+    claim = next(c for c in CLAIMS if c.id == "dnb_g1_beats_bn")
+    _store_variant(tmp_path, "cpu_v1", "table2", "BN", 20.0)
+    _store_variant(tmp_path, "cpu_v1", "table2", "DN-B(16,1)", 22.0)
+    _store_variant(tmp_path, "cpu", "table2", "BN", 60.0, cpu_bn_seeds)
+    _store_variant(tmp_path, "cpu", "table2", "DN-B(16,1)", 62.0, cpu_dnb_seeds)
+    found = claim.evaluate(ResultsStore(tmp_path))
+    assert (found.verdict, found.profile) == (verdict, profile)
+    # the other Table 2 variants are not stored anywhere: a rule needs only its own
+    seeds = get_profile(profile).seeds_for(headline=True)
+    assert found.seeds == seeds
+
+
+def test_a_rule_at_ci_reads_the_smoke_runs_when_no_larger_profile_is_complete(tmp_path):
+    claim = next(c for c in CLAIMS if c.id == "dnb_g1_beats_bn")
+    _store_variant(tmp_path, "ci", "table2", "BN", 11.0)
+    _store_variant(tmp_path, "ci", "table2", "DN-B(16,1)", 9.0)
+    _store_variant(tmp_path, "cpu", "table2", "BN", 60.0, (0, 1))
+    _store_variant(tmp_path, "cpu", "table2", "DN-B(16,1)", 62.0, (0, 1))
+    found = claim.evaluate(ResultsStore(tmp_path))
+    assert (found.verdict, found.profile, found.reason) == (NOT_TESTED, "ci", CI_SMOKE)
+
+
+# (cpu seeds of DN-B(16,1) b64 trained and measured, the profile the claim reads): cpu_v1 has
+# all three seeds trained and measured
+@pytest.mark.parametrize(("cpu_seeds", "profile"), [((0, 1, 2, 3, 4), "cpu"), ((0, 1), "cpu_v1")])
+def test_a_measured_claim_passes_over_a_half_trained_variant(tmp_path, cpu_seeds, profile):
+    claim = next(c for c in CLAIMS if c.id == "test_batch")
+    for name in ("cpu_v1", "cpu"):
+        for config in _configs("table4", name, "DN-B(16,1) b64"):
+            if name == "cpu" and config.seed not in cpu_seeds:
+                continue
+            _store_run(tmp_path, name, config, 60.0)
+            path = tmp_path / name / "analysis" / f"test_batch-{config.hash()}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            value = ch8({"1": 30.0, "2": 30.0, "32": 30.0})
+            stored = {"hash": config.hash(), "config": config.to_dict(), "value": value}
+            path.write_text(json.dumps({**stored, "hardware": {"cpu": "test CPU"}}))
+    found = claim.evaluate(ResultsStore(tmp_path))
+    assert (found.verdict, found.profile) == (HOLDS, profile)
+
+
+# What a chapter shows of Table 2: per profile, the variants stored there, each with all its
+# seeds (None) or the ones given; then the profile each variant is shown from.
+EVERY_VARIANT = {"BN": None, "SE+BN": None, "DN-B(16,1)": None, "DN-B(16,oup)": None}
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        # complete at cpu and at cpu_v1: cpu alone
+        ({"cpu": EVERY_VARIANT, "cpu_v1": EVERY_VARIANT}, dict.fromkeys(EVERY_VARIANT, "cpu")),
+        # cpu half trained: cpu_v1 alone, even for the variant cpu has complete
+        (
+            {"cpu": {"BN": None, "DN-B(16,1)": (0, 1)}, "cpu_v1": EVERY_VARIANT},
+            dict.fromkeys(EVERY_VARIANT, "cpu_v1"),
+        ),
+        # a complete smaller profile beats a half-trained larger one
+        (
+            {"cpu": {"BN": None, "SE+BN": (0,)}, "ci": EVERY_VARIANT},
+            dict.fromkeys(EVERY_VARIANT, "ci"),
+        ),
+        # complete nowhere: the largest profile that has any run, alone (never a mix)
+        (
+            {
+                "cpu": {"BN": None, "DN-B(16,1)": (0, 1), "SE+BN": (2,)},
+                "cpu_v1": {"DN-B(16,1)": None, "SE+BN": (0,)},
+            },
+            {"BN": "cpu", "DN-B(16,1)": "cpu", "SE+BN": "cpu"},
+        ),
+        ({"cpu": {"DN-B(16,oup)": (4,)}}, {"DN-B(16,oup)": "cpu"}),
+        ({}, {}),
+    ],
+)
+def test_a_chapter_never_mixes_a_half_trained_grid_with_a_complete_one(tmp_path, stored, shown):
+    for profile, variants in stored.items():
+        for variant, seeds in variants.items():
+            _store_variant(tmp_path, profile, "table2", variant, 50.0, seeds)
+    frame, results = engine_store.largest_stored(EXPERIMENTS["table2"], tmp_path)
+    if not shown:
+        assert frame.empty and results == []
+        return
+    found = frame.groupby("variant", observed=True)["profile"].agg(set).to_dict()
+    assert found == {variant: {profile} for variant, profile in shown.items()}
+    assert list(frame["variant"].cat.categories)[:4] == list(EVERY_VARIANT)
+    for variant, profile in shown.items():
+        seeds = stored[profile][variant]
+        every = get_profile(profile).seeds_for(headline=True)
+        expected = sorted(every if seeds is None else seeds)
+        assert sorted(frame.loc[frame["variant"] == variant, "seed"]) == expected
+    assert sorted(r["hash"] for r in results) == sorted(frame["hash"])
 
 
 def test_ledger_has_one_row_per_claim(tmp_path):

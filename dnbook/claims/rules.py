@@ -1,7 +1,8 @@
 """Verdict rules on trained runs: paired gains, training outcomes and NaN claims.
 
-Each rule reads the runs of the largest profile that has every variant it needs (the compared
-ones and the baseline) and first asks whether those runs can test the claim at all
+Each rule reads the runs of the largest profile at which every variant it needs (the compared
+ones and the baseline) is complete, all its runs trained (:meth:`ResultsStore.largest`), and
+first asks whether those runs can test the claim at all
 (:func:`not_tested`); only then does it compute the verdict from a 95% interval.
 """
 
@@ -192,7 +193,7 @@ class PairedGain:
 
 class _VariantAndBaseline:
     """The shared evaluate of the rules that judge one ``variant`` next to its ``baseline``:
-    read both at the largest profile that has them, then ``judge`` the runs."""
+    read both at the largest profile at which both are complete, then ``judge`` the runs."""
 
     def evaluate(self, experiment: str, store: ResultsStore) -> Evaluation:
         runs = store.largest(EXPERIMENTS[experiment], (self.variant, self.baseline))

@@ -15,7 +15,8 @@ never change the committed results the chapters show, and never show up in ``git
 
 Queries: one result (:func:`stored_result`), a profile's (:func:`load_results`), an
 experiment's (:func:`experiment_runs`, :func:`largest_stored`), as DataFrames
-(:func:`results_frame`, :func:`runs_frame`, :func:`curves_frame`), and measurements
+(:func:`results_frame`, :func:`runs_frame`, :func:`curves_frame`), whether an experiment's
+runs are all trained (:func:`complete_variants`, :func:`is_complete`), and measurements
 (:func:`load_measurements`); :class:`ResultsStore` asks them once each for the claims. A
 file that cannot be read is named in a :class:`dnbook.CorruptFileWarning` and skipped, never
 used and never fatal.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -253,11 +254,43 @@ def split_size(config, split: str) -> int:
     return int(value)
 
 
-# Profiles from the largest to the smallest: what a chapter shows when several have results.
-# The new `cpu` profile is left out until the experiment chapters are re-executed on its runs
-# (so far it holds the stage-0 sweep and the pilots, which no chapter shows): a chapter must not
-# mix its few first runs with cpu_v1's for the other variants.
-PROFILE_ORDER = ("paper", "gpu", "cpu_v1", "ci")
+# Profiles from the largest to the smallest: the order in which the chapters and the claims look
+# for stored runs. `cpu` (full CIFAR-10, 3 epochs) is trained a batch of runs at a time, so at
+# any moment some of its experiments are done and others half done or not started; it is read
+# only where the runs asked for are complete there (see complete_variants), and the older,
+# too-small `cpu_v1` (and then `ci`) stands in for the rest.
+PROFILE_ORDER = ("paper", "gpu", "cpu", "cpu_v1", "ci")
+
+
+def variant_hashes(experiment: Any, profile: str | Profile) -> dict[str, set[str]]:
+    """Variant label -> the config hashes ``experiment`` (a
+    :class:`~dnbook.engine.runner.Experiment`) registers for that variant at ``profile``: one
+    per seed, plus any extra run the experiment adds to that variant there."""
+    hashes: dict[str, set[str]] = {}
+    for digest, label in experiment.labels(profile).items():
+        hashes.setdefault(label, set()).add(digest)
+    return hashes
+
+
+def complete_variants(experiment: Any, profile: str | Profile, stored: Iterable[str]) -> list[str]:
+    """The variants of ``experiment`` that are complete at ``profile``, in the experiment's
+    order, given the config hashes ``stored`` there.
+
+    A variant is complete at a profile when every config hash the experiment registers for it
+    at that profile (:func:`variant_hashes`) is stored; a run that diverged is a stored result
+    as much as one that finished. An experiment is complete at a profile when all its
+    variants are (:func:`is_complete`)."""
+    stored = set(stored)
+    return [
+        label for label, hashes in variant_hashes(experiment, profile).items() if hashes <= stored
+    ]
+
+
+def is_complete(experiment: Any, profile: str | Profile, stored: Iterable[str]) -> bool:
+    """Whether every variant ``experiment`` registers at ``profile`` is complete there (see
+    :func:`complete_variants`); ``False`` for an experiment with no run at that profile."""
+    variants = variant_hashes(experiment, profile)
+    return bool(variants) and len(complete_variants(experiment, profile, stored)) == len(variants)
 
 
 def experiment_runs(
@@ -284,27 +317,24 @@ def experiment_runs(
 def largest_stored(
     experiment: Any, results_root: str | Path | None = None
 ) -> tuple[pd.DataFrame, list[dict]]:
-    """For every variant of ``experiment`` (a :class:`~dnbook.engine.runner.Experiment`), the
-    runs of the largest profile (in :data:`PROFILE_ORDER`) that has that variant stored; a grid
-    half done at a large profile is completed from a smaller one, and the ``profile`` column
-    says which is which."""
-    frames, results = [], []
+    """The stored runs a chapter shows for ``experiment`` (a
+    :class:`~dnbook.engine.runner.Experiment`), with a ``profile`` column that says where each
+    run comes from.
+
+    The rule: the runs of the largest profile (in :data:`PROFILE_ORDER`) at which the
+    experiment is complete (:func:`is_complete`); where no profile is complete (say a reader's
+    own first runs, read before the chapter trains the rest), the runs of the largest profile
+    that has any. One profile a table, never a mix: a half-trained grid at a large profile
+    neither hides a complete one at a smaller profile nor borrows rows from it."""
+    stored = {}
     for profile_name in PROFILE_ORDER:
-        frame, stored = experiment_runs(experiment, profile_name, results_root)
-        if frame.empty:
-            continue
-        shown = {v for f in frames for v in f["variant"]}
-        keep = ~frame["variant"].isin(shown)
-        frames.append(frame[keep])
-        kept = set(frame.loc[keep, "hash"])
-        results += [r for r in stored if r["hash"] in kept]
-    if not frames:
-        return pd.DataFrame(), []
-    order = [label for label, _ in experiment.variants]
-    order += [v for f in frames for v in f["variant"].cat.categories if v not in order]
-    frame = pd.concat([f.astype({"variant": str}) for f in frames], ignore_index=True)
-    frame["variant"] = pd.Categorical(frame["variant"], list(dict.fromkeys(order)))
-    return frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True), results
+        frame, results = experiment_runs(experiment, profile_name, results_root)
+        if not frame.empty:
+            stored[profile_name] = frame, results
+    for profile_name, (frame, results) in stored.items():
+        if is_complete(experiment, profile_name, frame["hash"]):
+            return frame, results
+    return next(iter(stored.values()), (pd.DataFrame(), []))
 
 
 def read_measurement(path: str | Path, *, warn: bool = True) -> dict[str, Any] | None:
@@ -341,9 +371,10 @@ class ResultsStore:
     """The queries above, each answered from disk once: an experiment's runs at each profile
     and the measurements of its trained models, as the claims' verdict rules read them.
 
-    A rule reads the runs of the largest profile (:data:`PROFILE_ORDER`) that has every
-    variant it compares; variants are never mixed across profiles. ``experiment`` arguments
-    are :class:`~dnbook.engine.runner.Experiment` objects."""
+    A rule reads the runs of the largest profile (:data:`PROFILE_ORDER`) at which every
+    variant it compares is complete (:func:`complete_variants`); variants are never mixed
+    across profiles, and a half-trained profile is passed over. ``experiment`` arguments are
+    :class:`~dnbook.engine.runner.Experiment` objects."""
 
     def __init__(self, results_root: str | Path | None = None):
         # passed through unchanged: with no root given, the committed results are read and
@@ -367,21 +398,30 @@ class ResultsStore:
             self._runs[key] = frame
         return self._runs[key]
 
+    def complete(self, experiment: Any, profile: str) -> set[str]:
+        """The variants of ``experiment`` complete at ``profile`` (:func:`complete_variants`)."""
+        frame = self.runs(experiment, profile)
+        if frame.empty:
+            return set()
+        return set(complete_variants(experiment, profile, frame["hash"]))
+
     def largest(self, experiment: Any, variants: Sequence[str]) -> pd.DataFrame:
-        """The runs of ``variants`` at the largest profile that has every one of them (empty
-        if none has)."""
+        """The runs of ``variants`` at the largest profile at which every one of them is
+        complete (empty if there is none): a profile that has only some of a variant's seeds
+        is passed over, even when a smaller profile has none of them."""
         for profile in PROFILE_ORDER:
             frame = self.runs(experiment, profile)
-            if not frame.empty and set(variants) <= set(frame["variant"].astype(str)):
+            if not frame.empty and set(variants) <= self.complete(experiment, profile):
                 return frame[frame["variant"].astype(str).isin(variants)].reset_index(drop=True)
         return pd.DataFrame()
 
     def analyses(self, name: str, experiment: Any, variant: str) -> list[dict]:
-        """The stored measurements ``name`` of ``variant``'s trained models, at the largest
-        profile that has any, one record per seed. Each record gets ``profile`` = the folder it
-        was read from (a record keeps the profile name it was measured under, which a renamed
-        profile no longer has) and ``run``: the measured model's row of :meth:`runs` (or
-        ``None`` if that run is not stored)."""
+        """The stored measurements ``name`` of ``variant``'s trained models, one record per
+        seed, at the largest profile that has any and at which ``variant`` is complete (see
+        :meth:`complete`: measurements of a half-trained variant are passed over). Each record
+        gets ``profile`` = the folder it was read from (a record keeps the profile name it was
+        measured under, which a renamed profile no longer has) and ``run``: the measured
+        model's row of :meth:`runs`."""
         for profile in PROFILE_ORDER:
             labels = experiment.labels(profile)
             hashes = {h for h, label in labels.items() if label == variant}
@@ -391,7 +431,7 @@ class ResultsStore:
                 for digest, record in sorted(stored.items())
                 if digest in hashes
             ]
-            if records:
+            if records and variant in self.complete(experiment, profile):
                 runs = self.runs(experiment, profile)
                 rows = {} if runs.empty else dict(list(runs.set_index("hash").iterrows()))
                 for record in records:
