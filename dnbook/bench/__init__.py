@@ -26,6 +26,12 @@ git revision ``REV`` of this repository (read with ``git show``), so that an ear
 today's are timed side by side in one process::
 
     python -m dnbook bench --specs bn dnb:r=16,g=1@path=b30379c dnb:r=16,g=1 --layer-shapes
+
+A last suffix ``@compile`` (or ``@compile-nodn``) times the model under ``torch.compile``
+(:mod:`~dnbook.bench.compiled`); with ``--eval-batch`` the run also times evaluation forwards
+and estimates a whole training run, compile time included::
+
+    python -m dnbook bench --specs bn bn@compile --batch-sizes 64 --eval-batch 1000 --layer-shapes
 """
 
 from __future__ import annotations
