@@ -26,6 +26,12 @@ git revision ``REV`` of this repository (read with ``git show``), so that an ear
 today's are timed side by side in one process::
 
     python -m dnbook bench --specs bn dnb:r=16,g=1@path=b30379c dnb:r=16,g=1 --layer-shapes
+
+A last suffix ``@compile`` (or ``@compile-nodn``) times the model under ``torch.compile``
+(:mod:`~dnbook.bench.compiled`); with ``--eval-batch`` the run also times evaluation forwards
+and estimates a whole training run, compile time included::
+
+    python -m dnbook bench --specs bn bn@compile --batch-sizes 64 --eval-batch 1000 --layer-shapes
 """
 
 from __future__ import annotations
@@ -34,13 +40,24 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from dnbook._io import write_json, write_text
+from dnbook.bench.compiled import (
+    EVAL_BATCH,
+    RUN_EVAL_BATCHES,
+    RUN_STEPS,
+    DynamoCounts,
+    compile_model,
+    split_compile,
+    summarize_run,
+)
+from dnbook.bench.compiled import prepare as prepare_compile
 from dnbook.bench.report import markdown as markdown
 from dnbook.bench.report import print_rows
 from dnbook.bench.specs import (
@@ -56,7 +73,15 @@ from dnbook.bench.specs import FAST_PATH_FILES as FAST_PATH_FILES
 from dnbook.bench.specs import fast_path_at as fast_path_at
 from dnbook.bench.specs import use_fast_path_at as use_fast_path_at
 from dnbook.bench.specs import use_reference_path as use_reference_path
-from dnbook.bench.timing import Schedule, Timer, layer_step, load_average, training_step
+from dnbook.bench.timing import (
+    Schedule,
+    Timer,
+    eval_step,
+    first_calls,
+    layer_step,
+    load_average,
+    training_step,
+)
 from dnbook.bench.timing import interleaved as interleaved
 from dnbook.bench.timing import summarize as summarize
 from dnbook.cost.traffic import TrafficCounter as TrafficCounter
@@ -93,24 +118,67 @@ def bench_models(
     schedule: Schedule,
     channels_last: bool = False,
     autocast: bool = False,
+    eval_batch: int = 0,
+    eval_steps: int = 2,
 ) -> dict[str, dict]:
     """Training-step times of MobileNetV2 (CIFAR stem) with each norm, at one batch size, in
-    the contiguous or channels_last layout, in float32 or under bf16 autocast."""
+    the contiguous or channels_last layout, in float32 or under bf16 autocast.
+
+    Every model's first call is timed on its own first (where a compiled one compiles; a spec
+    whose first call raises gets a row with its ``error`` only), then the steps round-robin. With
+    ``eval_batch``, each model also runs evaluation forwards of that batch size (the first one
+    timed apart, then ``eval_steps`` round-robin) and one more training step, and the rows get the
+    estimate of a whole run (:func:`dnbook.bench.compiled.summarize_run`)."""
     generator = torch.Generator().manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
     images = images.to(device).contiguous(memory_format=layout)
     labels = torch.randint(NUM_CLASSES, (batch_size,), generator=generator).to(device)
-    step_of = {
-        spec: training_step(
-            build_mobilenet(spec, width, device).to(memory_format=layout), images, labels, autocast
+    models, counts = {}, DynamoCounts()
+    for spec in specs:
+        norm_spec, suffix = split_compile(spec)
+        model = build_mobilenet(norm_spec, width, device).to(memory_format=layout)
+        models[spec] = model if suffix is None else compile_model(model, suffix)
+
+    def steps(phase: str, make: Callable[[nn.Module], Callable]) -> dict[str, Callable]:
+        made = {spec: make(model) for spec, model in models.items()}
+        return {
+            spec: counts.wrap(spec, phase, step) if split_compile(spec)[1] else step
+            for spec, step in made.items()
+        }
+
+    train = steps("train", lambda model: training_step(model, images, labels, autocast))
+    first, errors = first_calls(train, schedule.timer)
+    for spec in errors:
+        del models[spec], train[spec]
+    rows = schedule.run(train)
+    for spec, row in rows.items():
+        row["first_wall_ms"] = [first[spec][0], *row.pop("warmup_wall_ms")]
+        row["first_cpu_ms"] = (
+            [first[spec][1], *row.pop("warmup_cpu_ms")] if row.get("cpu_ms") else []
         )
-        for spec in specs
-    }
-    rows = schedule.run(step_of)
-    for row in rows.values():
         row["images_per_s"] = batch_size / row["median_wall_ms"] * 1e3
-    return rows
+    if eval_batch:
+        eval_images = torch.randn(eval_batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+        eval_images = eval_images.to(device).contiguous(memory_format=layout)
+        evaluated = Schedule(1, eval_steps, schedule.timer).run(
+            steps("eval", lambda model: eval_step(model, eval_images, autocast))
+        )
+        again = Schedule(0, 1, schedule.timer).run(
+            steps("train_after_eval", lambda model: training_step(model, images, labels, autocast))
+        )
+        for spec, row in rows.items():
+            for clock in ("wall_ms", "cpu_ms"):
+                if evaluated[spec].get(clock):
+                    row[f"eval_median_{clock}"] = evaluated[spec][f"median_{clock}"]
+                    row[f"eval_{clock}"] = evaluated[spec][clock]
+                    row[f"eval_first_{clock}"] = evaluated[spec][f"warmup_{clock}"]
+                    row[f"after_eval_{clock}"] = again[spec][clock]
+        summarize_run(rows, specs[0])
+    for spec, phases in counts.counts.items():
+        if spec in rows:
+            rows[spec]["dynamo"] = phases
+    return rows | {spec: {"error": error} for spec, error in errors.items()}
 
 
 def bench_layers(
@@ -153,7 +221,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=list(DEFAULT_SPECS),
         help="norm specs, the first is the baseline; a spec ending in "
         f"{REFERENCE_SUFFIX} uses DynamicNorm2d's teaching path, one ending in @path=REV the "
-        "fast path of git revision REV. "
+        "fast path of git revision REV; a last suffix @compile times the model under "
+        "torch.compile (@compile-nodn: its DynamicNorm2d layers left eager). "
         f"Default: {' '.join(DEFAULT_SPECS)}",
     )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 128])
@@ -189,6 +258,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "the device computes bf16 natively (default: off)",
     )
     parser.add_argument(
+        "--eval-batch",
+        type=int,
+        default=0,
+        help="also time evaluation forwards of this batch size (the trainer's, for the `cpu` "
+        f"profile: {EVAL_BATCH}) and estimate a whole run of {RUN_STEPS} steps and "
+        f"{RUN_EVAL_BATCHES} evaluation batches; 0 to skip (default)",
+    )
+    parser.add_argument(
+        "--eval-steps", type=int, default=2, help="timed evaluation rounds (default 2)"
+    )
+    parser.add_argument(
+        "--compile-cache",
+        default=None,
+        help="inductor's cache folder for @compile specs (default: a new empty one, a cold "
+        "compile)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -222,6 +308,8 @@ def run_benchmark(args: argparse.Namespace, command: str) -> dict:
     timer = Timer(device)
     model_schedule = Schedule(args.warmup, args.steps, timer)
     layer_schedule = Schedule(args.warmup, layer_steps, timer)
+    compiling = any(split_compile(spec)[1] for spec in args.specs)
+    cache_dir = prepare_compile(args.compile_cache) if compiling else None
     started, load_before = time.perf_counter(), load_average()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     result = {
@@ -241,6 +329,13 @@ def run_benchmark(args: argparse.Namespace, command: str) -> dict:
             "baseline": args.specs[0],
             "memory_format": args.memory_format,
             "autocast": args.autocast,
+            "eval_batch": args.eval_batch,
+            "eval_steps": args.eval_steps,
+            "run_steps": RUN_STEPS,
+            "run_eval_batches": RUN_EVAL_BATCHES,
+            "compile": {"mode": "default", "cache_dir": cache_dir, "compile_threads": 1}
+            if compiling
+            else None,
         },
         "load_average_before": load_before,
         "models": [],
@@ -255,11 +350,15 @@ def run_benchmark(args: argparse.Namespace, command: str) -> dict:
             model_schedule,
             channels_last=args.memory_format == "channels_last",
             autocast=args.autocast == "bf16",
+            eval_batch=args.eval_batch,
+            eval_steps=args.eval_steps,
         )
         result["models"].append({"batch_size": batch_size, "norms": rows})
         print_rows(f"MobileNetV2, batch {batch_size}", rows)
+    # the layer benchmark times eager layers only
+    layer_specs = [spec for spec in args.specs if not split_compile(spec)[1]]
     for shape in shapes:
-        rows = bench_layers(args.specs, shape, device, layer_schedule)
+        rows = bench_layers(layer_specs, shape, device, layer_schedule)
         for spec, row in rows.items():
             row["traffic"] = memory_traffic(spec, shape)
         result["layers"].append({"shape": list(shape), "norms": rows})

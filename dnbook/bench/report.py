@@ -58,8 +58,10 @@ def markdown(result: dict) -> str:
                 + [f"{row['images_per_s']:.0f}"]
                 for entry in result["models"]
                 for spec, row in entry["norms"].items()
+                if "error" not in row
             ],
         )
+        lines += _whole_run(result)
     if result["layers"]:
         lines += _table(
             f"One layer, forward + backward, median over {settings['layer_steps']} interleaved "
@@ -89,9 +91,103 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seconds(values: list[float]) -> str:
+    return f"{sum(values) / 1e3:.1f}" if values else ""
+
+
+def _number(value: float | None, digits: int, missing: str = "") -> str:
+    return missing if value is None else f"{value:,.{digits}f}"
+
+
+def _whole_run(result: dict) -> list[str]:
+    """The first calls (where a compiled model compiles), the steady steps, and the estimate of
+    a whole run, on the CPU clock where there is one; and the specs that failed."""
+    settings = result["settings"]
+    clock = (
+        "cpu_ms"
+        if any(row.get("cpu_ms") for entry in result["models"] for row in entry["norms"].values())
+        else "wall_ms"
+    )
+    rows, failed = [], []
+    for entry in result["models"]:
+        for spec, row in entry["norms"].items():
+            if "error" in row:
+                failed.append(f"- `{spec}` (batch {entry['batch_size']}) failed: {row['error']}")
+            elif f"whole_run_{clock}" in row:
+                dynamo = row.get("dynamo", {})
+                graphs = " / ".join(
+                    f"{dynamo[phase]['graphs']}, {dynamo[phase]['graph_breaks']}"
+                    for phase in ("train", "eval", "train_after_eval")
+                    if phase in dynamo
+                )
+                rows.append(
+                    [
+                        str(entry["batch_size"]),
+                        f"`{spec}`",
+                        _seconds(row[f"first_{clock}"]),
+                        _number(row[f"median_{clock}"], 1),
+                        _seconds(row[f"eval_first_{clock}"]),
+                        _number(row[f"eval_median_{clock}"], 0),
+                        _number(row[f"after_eval_{clock}"][0], 1),
+                        _number(
+                            row.get(f"break_even_{clock}"),
+                            0,
+                            "never" if spec in _compiled(entry) else "",
+                        ),
+                        _number(row[f"whole_run_{clock}"] / 1e3, 0),
+                        _number(row.get(f"whole_run_ratio_{clock}"), 2),
+                        graphs,
+                    ]
+                )
+    lines = []
+    if rows:
+        name = "CPU" if clock == "cpu_ms" else "wall"
+        lines += _table(
+            f"A whole run, {name} time: the training steps' first calls (the first, then "
+            f"{settings['warmup']} warm-up rounds; a compiled model compiles in them), the "
+            f"steady step, evaluation at batch {settings['eval_batch']} (first call, then "
+            "steady), one training step after evaluation, the training steps after which "
+            "compiling has paid for itself against the same spec eager, and the estimate of a "
+            f"run of {settings['run_steps']} steps and {settings['run_eval_batches']} "
+            "evaluation batches (first calls as measured, the rest at the steady times), also "
+            "as a ratio to the baseline's; Dynamo's graphs and graph breaks (train / eval / "
+            "train after eval):",
+            [
+                "batch",
+                "norm",
+                "first calls s",
+                "step ms",
+                "eval first s",
+                "eval ms",
+                "step after eval ms",
+                "break-even steps",
+                "run s",
+                "run / BN",
+                "graphs, breaks",
+            ],
+            rows,
+        )
+    if failed:
+        lines += ["", "Failed:", "", *failed]
+    return lines
+
+
+def _compiled(entry: dict) -> set[str]:
+    """The specs of a batch-size entry compared with their eager form (those with a
+    ``break_even`` field on some clock, even ``None``)."""
+    return {
+        spec
+        for spec, row in entry["norms"].items()
+        if any(key.startswith("break_even_") for key in row)
+    }
+
+
 def print_rows(title: str, rows: dict[str, dict]) -> None:
     print(title, flush=True)
     for spec, row in rows.items():
+        if "error" in row:
+            print(f"  {spec:<28} failed: {row['error']}", flush=True)
+            continue
         cpu = row.get("median_cpu_ms")
         cpu_text = "" if cpu is None else f"  cpu {cpu:9.2f} ms  x{row.get('ratio_cpu_ms', 0):.2f}"
         print(
@@ -99,3 +195,12 @@ def print_rows(title: str, rows: dict[str, dict]) -> None:
             f"x{row.get('ratio_wall_ms', 0):.2f}{cpu_text}",
             flush=True,
         )
+        if "first_wall_ms" in row:
+            clock = "cpu_ms" if row.get("first_cpu_ms") else "wall_ms"
+            run = row.get(f"whole_run_{clock}")
+            run_text = "" if run is None else f", whole run {run / 1e3:,.0f} s"
+            print(
+                f"  {'':<28} first calls {_seconds(row[f'first_{clock}'])} s{run_text} "
+                f"({clock.removesuffix('_ms')})",
+                flush=True,
+            )

@@ -23,38 +23,63 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 
 
+def _children_cpu_s() -> float:
+    """CPU time of this process's finished, waited-for children (a compiler ``torch.compile``
+    runs, say), in seconds; zero for eager steps."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
 class Timer:
     """Times one call on two clocks: the wall clock of ``torch.utils.benchmark`` (its
     ``timer``, which waits for the accelerator, if any, before reading the time) and, on the CPU,
-    the process's CPU time over all its threads. Both in milliseconds."""
+    the process's CPU time over all its threads plus that of the child processes it waited for
+    during the call. Both in milliseconds."""
 
     def __init__(self, device: torch.device) -> None:
         self.cpu = device.type == "cpu"
 
     def __call__(self, step: Callable[[], None]) -> tuple[float, float | None]:
-        wall, cpu = benchmark.timer(), time.process_time()
+        wall, cpu = benchmark.timer(), time.process_time() + _children_cpu_s()
         step()
-        wall, cpu = benchmark.timer() - wall, time.process_time() - cpu
+        wall = benchmark.timer() - wall
+        cpu = time.process_time() + _children_cpu_s() - cpu
         return wall * 1e3, cpu * 1e3 if self.cpu else None
+
+
+def first_calls(
+    steps: dict[str, Callable[[], None]], timer: Timer
+) -> tuple[dict[str, tuple[float, float | None]], dict[str, str]]:
+    """Time every step's first call (where a compiled model compiles), one after another;
+    returns the times of those that ran and, for those that raised, the error in one line (a
+    step that fails is left out of what follows)."""
+    times, errors = {}, {}
+    for name, step in steps.items():
+        try:
+            times[name] = timer(step)
+        except Exception as error:  # noqa: BLE001 (the finding is the error itself)
+            lines = str(error).strip().splitlines() or [""]
+            errors[name] = f"{type(error).__name__}: {lines[0]}"
+    return times, errors
 
 
 def interleaved(
     steps: dict[str, Callable[[], None]], warmup: int, rounds: int, timer: Timer
 ) -> dict[str, dict[str, list[float]]]:
     """Run every step ``warmup`` times, then time each once per round for ``rounds`` rounds,
-    round-robin, the first one rotating; return the per-step times in milliseconds."""
+    round-robin, the first one rotating; return the per-step times in milliseconds (the warm-up
+    calls' too, as ``warmup_wall_ms`` and ``warmup_cpu_ms``)."""
     names = list(steps)
-    for _ in range(warmup):
-        for name in names:
-            steps[name]()
-    times = {name: {"wall_ms": [], "cpu_ms": []} for name in names}
-    for round_index in range(rounds):
+    clocks = ("wall_ms", "cpu_ms", "warmup_wall_ms", "warmup_cpu_ms")
+    times = {name: {clock: [] for clock in clocks} for name in names}
+    for round_index in range(warmup + rounds):
+        prefix = "warmup_" if round_index < warmup else ""
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             wall, cpu = timer(steps[name])
-            times[name]["wall_ms"].append(wall)
+            times[name][f"{prefix}wall_ms"].append(wall)
             if cpu is not None:
-                times[name]["cpu_ms"].append(cpu)
+                times[name][f"{prefix}cpu_ms"].append(cpu)
     return times
 
 
@@ -71,6 +96,24 @@ def training_step(
             logits = model(images)
         F.cross_entropy(logits.float(), labels).backward()
         optimizer.step()
+
+    return step
+
+
+def eval_step(model: nn.Module, images: torch.Tensor, autocast: bool = False) -> Callable:
+    """One evaluation forward of ``model`` (eval mode, no gradients), as the trainer's
+    evaluation runs it, as a closure; the model is put back in training mode afterwards."""
+
+    def step() -> None:
+        model.eval()
+        try:
+            with (
+                torch.no_grad(),
+                torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast),
+            ):
+                model(images).float()
+        finally:
+            model.train()
 
     return step
 
@@ -98,12 +141,15 @@ def measurement(name: str, clock: str, values_ms: Sequence[float]) -> benchmark.
 
 def summarize(times: dict[str, dict[str, list[float]]], baseline: str) -> dict[str, dict]:
     """Per entry and clock, the times (ms), their median, minimum and interquartile range
-    (``torch.utils.benchmark.Measurement``'s), and the medians' ratios to ``baseline``."""
+    (``torch.utils.benchmark.Measurement``'s), and the medians' ratios to ``baseline``; the
+    warm-up times as they are."""
     rows = {}
     for name, clocks in times.items():
         row = {}
         for clock, values in clocks.items():
-            if values:
+            if clock.startswith("warmup_"):
+                row[clock] = values
+            elif values:
                 measured = measurement(name, clock, values)
                 row[f"median_{clock}"] = measured.median * 1e3
                 row[f"min_{clock}"] = min(values)
