@@ -37,10 +37,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from dnbook.engine.profiles import DNB_INPUT_BEFORE_V2
 from dnbook.engine.runner import PAPER_BATCH as PAPER_BATCH
 from dnbook.engine.runner import Experiment, Registry, ScaledExperiment, Variants
 from dnbook.engine.runner import train_config as train_config
 from dnbook.engine.runner import warmup_epochs as warmup_epochs
+from dnbook.norms.registry import with_option
 
 
 def dnb(r: int = 16, g: int | str = 1) -> str:
@@ -346,6 +348,11 @@ EXPERIMENTS[DNB_DESIGN.name] = DNB_DESIGN
 # -- The cpu profile's own pilots (not in the paper) ----------------------------------------
 
 CPU_SWEEP_LRS = (0.025, 0.05, 0.1, 0.2, 0.4)
+SWEEP_NORMS = {
+    "BN": "bn",
+    "DN-B normalized input": with_option(dnb(16, 1), "dnb", f"input={DNB_INPUT_BEFORE_V2}"),
+    "DN-B": dnb(16, 1),
+}
 
 
 LR_SWEEP = ScaledExperiment(
@@ -355,9 +362,11 @@ LR_SWEEP = ScaledExperiment(
     "One seed, absolute learning rates (not the paper's units: these runs define lr_star). "
     "ResNet-18 and MobileNetV2 at the profile's width, batch 64, the profile's recipe. lr_star "
     "is BN's best learning rate here; the paper's lr 0.2 maps to lr_star and its 0.5 to "
-    "2.5 lr_star. Extend the grid until each curve turns over.",
-    _lr_sweep({"BN": "bn", "DN-B": dnb(16, 1)}, CPU_SWEEP_LRS, absolute=True, model="resnet18")
-    + _lr_sweep({"BN": "bn", "DN-B": dnb(16, 1)}, CPU_SWEEP_LRS, absolute=True),
+    "2.5 lr_star. Extend the grid until each curve turns over. 'DN-B normalized input' is "
+    "the layer as it was before dnb_design_v2 moved its SC input to the raw feature (the runs "
+    "of the first sweep); 'DN-B' is today's default.",
+    _lr_sweep(SWEEP_NORMS, CPU_SWEEP_LRS, absolute=True, model="resnet18")
+    + _lr_sweep(SWEEP_NORMS, CPU_SWEEP_LRS, absolute=True),
     seeds={"cpu": (0,)},
     ci_variants=_lr_sweep({"BN": "bn"}, (0.1,), absolute=True, model="resnet18"),
 )
@@ -395,24 +404,31 @@ EXPERIMENTS[CPU_PILOT.name] = CPU_PILOT
 
 # -- DN-B's open design, settled where BN learns (issue 14, part 1; not in the paper) ---------
 
-# Each variant changes one choice against the incumbent default, DynamicNorm2d's today:
-# alpha = 2 sigmoid(s) and lambda = tanh(t) (both bounded), the SC-module pooling the
-# normalized feature, FC1 without a bias, r = 16.
+# Each variant changes one choice against the incumbent, DynamicNorm2d's default when the study
+# was registered: alpha = 2 sigmoid(s) and lambda = tanh(t) (both bounded), the SC-module pooling
+# the normalized feature, FC1 without a bias, r = 16. The study moved the default SC input to the
+# raw feature (dnbook.claims.design's rule), so every variant but the raw input's names the old
+# input explicitly: the specs keep the layers (and the hashes) they were trained with.
+def _before_v2(spec: str) -> str:
+    """``spec`` with DN-B's SC input as it was before this study (the normalized feature)."""
+    return with_option(spec, "dnb", f"input={DNB_INPUT_BEFORE_V2}")
+
+
 DESIGN_V2_NORMS = {
     "BN": "bn",
-    "DN-B default": dnb(16, 1),
+    "DN-B old default": _before_v2(dnb(16, 1)),
     # the paper's #p fits with an FC1 bias (16 of 16 rows, against 15 of 16 without)
-    "DN-B fc1 bias": f"{dnb(16, 1)},fc1_bias=true",
+    "DN-B fc1 bias": _before_v2(f"{dnb(16, 1)},fc1_bias=true"),
     # the paper's wording: the SC-module reads the "original input features"
     "DN-B raw input": f"{dnb(16, 1)},input=raw",
     # alpha = 1 + s, lambda = t: unbounded, the paper's equations read literally
-    "DN-B unbounded": f"{dnb(16, 1)},scale=linear,shift=linear",
+    "DN-B unbounded": _before_v2(f"{dnb(16, 1)},scale=linear,shift=linear"),
     # r = 4 at width 0.25 gives the SC-module the hidden widths r = 16 has at width 1.0
-    "DN-B r=4": dnb(4, 1),
+    "DN-B r=4": _before_v2(dnb(4, 1)),
     # not the paper's layer: a learnable per-channel base affine under the generated one,
     # alpha = weight * 2 sigmoid(s), lambda = bias + tanh(t) (as IEBN and RBN do); it adds 2C
     # parameters a layer, so the rule reports it and never chooses it (dnbook.claims.design)
-    "DN-B base affine (book's own)": f"{dnb(16, 1)},base_affine=true",
+    "DN-B base affine (book's own)": _before_v2(f"{dnb(16, 1)},base_affine=true"),
 }
 DESIGN_V2_LRS = (0.2, 0.5)  # lr* and 2.5 lr*, in the paper's units
 DESIGN_V2_VARIANTS = _lr_sweep(DESIGN_V2_NORMS, DESIGN_V2_LRS, model="resnet18") + _lr_sweep(
@@ -424,7 +440,7 @@ DESIGN_V2_VARIANTS = _lr_sweep(DESIGN_V2_NORMS, DESIGN_V2_LRS, model="resnet18")
     model="resnet18",
     norm_weight_decay=True,
 )
-DESIGN_V2_INCUMBENT = "DN-B default"
+DESIGN_V2_INCUMBENT = "DN-B old default"
 
 DNB_DESIGN_V2 = Experiment(
     "dnb_design_v2",
@@ -432,8 +448,10 @@ DNB_DESIGN_V2 = Experiment(
     "Issue 14 part 1 (not in the paper)",
     "ResNet-18 at the profile's width, batch 64, the profile's recipe, lr* and 2.5 lr* (the "
     "paper's 0.2 and 0.5), every seed of the profile, BN as the control. Each DN-B variant "
-    "changes one choice against the incumbent default (alpha = 2 sigmoid(s), lambda = tanh(t), "
-    "normalized SC input, no FC1 bias, r = 16): an FC1 bias, the raw input, alpha = 1 + s and "
+    "changes one choice against the incumbent, the default when the study was registered "
+    "(alpha = 2 sigmoid(s), lambda = tanh(t), normalized SC input, no FC1 bias, r = 16; "
+    "labelled 'old default' since the study moved the default to the raw input): an FC1 "
+    "bias, the raw input, alpha = 1 + s and "
     "lambda = t (with and without weight decay on the SC-module), r = 4; and, reported but "
     "never chosen, the book's own learnable base affine (weight * f(s), bias + h(t)). The rule "
     "that picks the default was written in dnbook.claims.design before any of these runs was "

@@ -56,7 +56,7 @@ CONFIGS = [
     {"mode": "B"},
     {"mode": "B", "g": "oup", "activation": "silu", "scale": "linear"},
     {"mode": "B", "g": 2, "activation": "gelu", "scale": "tanh", "shift": "tanh"},
-    {"mode": "B", "sc_input": "raw", "momentum": None},
+    {"mode": "B", "sc_input": "normalized", "momentum": None},
     {"mode": "B", "detach_sc_input": True},
     {"mode": "B", "fc1_bias": True},
     {"mode": "C", "merge": "fc1"},
@@ -321,7 +321,7 @@ def test_single_value_per_channel_is_fine_in_eval():
     [
         (
             {},
-            "64, mode=B, r=16, g=1, sc_input=normalized, eps=1e-05, momentum=0.1, "
+            "64, mode=B, r=16, g=1, sc_input=raw, eps=1e-05, momentum=0.1, "
             "track_running_stats=True, activation=relu, scale=sigmoid, shift=tanh, "
             "detach_sc_input=False, fc2_init=zeros, fc1_bias=False, base_affine=False, "
             "record_affine=False, "

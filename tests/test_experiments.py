@@ -381,3 +381,49 @@ def test_announce_prints_the_chapters_measured_cost_or_says_there_is_none(tmp_pa
     )
     with pytest.raises(ValueError, match="reads_back"):
         announce("fig1", "ci", reads_back="weight")
+
+
+# -- DN-B's default SC input moved to the raw feature (dnb_design_v2) --------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("dnb:r=16,g=1", "dnb:r=16,g=1,input=normalized"),
+        ("dnb", "dnb:input=normalized"),
+        ("dnb:r=16,g=1,input=raw", "dnb:r=16,g=1,input=raw"),
+        ("dnc:r=16,merge=fc1", "dnc:r=16,merge=fc1"),
+        ("bn", "bn"),
+    ],
+)
+def test_with_option_adds_only_what_the_spec_leaves_unset(spec, expected):
+    from dnbook.norms.registry import with_option
+
+    assert with_option(spec, "dnb", "input=normalized") == expected
+
+
+@pytest.mark.parametrize(("profile", "pinned"), [("cpu_v1", True), ("cpu", False), ("ci", False)])
+def test_only_cpu_v1_keeps_the_old_sc_input(profile, pinned):
+    """cpu_v1's DN-B runs were trained with the normalized input: its specs say so, so their
+    hashes hold; the other profiles train today's default, the raw input."""
+    from dnbook.norms.registry import parse_spec
+
+    inputs = {
+        parse_spec(c.norm)[1]["input"]
+        for c in configs("table2", profile)
+        if c.norm.startswith("dnb")
+    }
+    assert inputs == ({"normalized"} if pinned else {"raw"})
+
+
+def test_the_design_study_keeps_its_trained_layers():
+    """Every design variant but the raw input's names the old input, so the stored runs keep
+    their hashes; the raw-input variant is today's default layer."""
+    from dnbook.norms.registry import parse_spec
+
+    for config in configs("dnb_design_v2", "cpu"):
+        if config.norm.startswith("dnb"):
+            raw = config.norm.endswith("input=raw")
+            assert parse_spec(config.norm)[1]["input"] == ("raw" if raw else "normalized")
+    default = TrainConfig(model="resnet18", norm="dnb:r=16,g=1")
+    assert default.hash() == default.replace(norm="dnb:r=16,g=1,input=raw").hash()

@@ -37,8 +37,8 @@ from dnbook.norms.factory import is_norm_module
         ("dnb:g=1,r=16,act=relu,detach=false", "dnb:r=16,g=1"),
         ("dnb:detach=True,g=oup,r=4", "dnb:r=4,g=oup,detach=true"),
         (
-            "dnb:input=raw,scale=linear,init=default",
-            "dnb:r=16,g=1,scale=linear,input=raw,init=default",
+            "dnb:input=normalized,scale=linear,init=default",
+            "dnb:r=16,g=1,scale=linear,input=normalized,init=default",
         ),
         ("dnc", "dnc:r=16,merge=fc1"),
         ("dnc:merge=fc2,g=2", "dnc:r=16,g=2,merge=fc2"),

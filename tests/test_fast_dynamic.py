@@ -27,9 +27,9 @@ TOLERANCE = {"atol": 1e-10, "rtol": 1e-10}
 
 CONFIGS = [
     {"mode": "B"},
-    {"mode": "B", "sc_input": "raw"},
+    {"mode": "B", "sc_input": "normalized"},
     {"mode": "B", "detach_sc_input": True},
-    {"mode": "B", "sc_input": "raw", "detach_sc_input": True, "momentum": None},
+    {"mode": "B", "sc_input": "normalized", "detach_sc_input": True, "momentum": None},
     {"mode": "B", "g": "oup", "activation": "silu", "scale": "linear"},
     {"mode": "B", "g": 2, "activation": "gelu", "scale": "tanh", "shift": "tanh"},
     {"mode": "B", "track_running_stats": False},

@@ -34,6 +34,9 @@ import torch
 
 from dnbook.data.registry import DATASETS
 
+# DN-B's SC input before the dnb_design_v2 study moved the default to the raw input.
+DNB_INPUT_BEFORE_V2 = "normalized"
+
 # The learning rate of the paper's main experiments (MobileNetV2 and ResNets at batch 64): the
 # unit in which experiments name their learning rates.
 PAPER_LR = 0.2
@@ -80,6 +83,11 @@ class Profile:
             only ``ci`` and ``cpu_v1`` keep it, so that their configs keep their hashes
             (``cpu_v1``'s stored batch-8 runs; ``ci``'s smoke runs and the notebooks
             executed at it). Default: ``False``
+        norm_pins: ``(norm name, "key=value")`` pairs: at this profile a spec of that norm
+            that does not set ``key`` gets ``key=value``. It keeps a layer default as it was
+            when the profile's runs were trained, so that those runs keep their meaning (and
+            hashes) after the default moved; only ``cpu_v1`` pins one, DN-B's SC input.
+            Default: none
     """
 
     name: str
@@ -102,6 +110,7 @@ class Profile:
     recipe: tuple[tuple[str, object], ...] = ()
     headline_seeds: tuple[int, ...] | None = None
     whole_epochs: bool = False
+    norm_pins: tuple[tuple[str, str], ...] = ()
 
     def seeds_for(self, headline: bool = False) -> tuple[int, ...]:
         """The seeds of an experiment: ``headline_seeds`` for a headline one, else ``seeds``."""
@@ -212,6 +221,8 @@ PROFILES: dict[str, Profile] = {
         jobs=2,
         device_hint="cpu",
         whole_epochs=True,
+        # its DN-B runs pooled the normalized feature, the default until dnb_design_v2
+        norm_pins=(("dnb", f"input={DNB_INPUT_BEFORE_V2}"),),
     ),
     # One H200, every experiment with 3 seeds in at most 25 minutes. Not yet measured: the
     # sizing assumes a width-1.0 MobileNetV2 or ResNet step at 32x32 is bound by kernel

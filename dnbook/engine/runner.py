@@ -25,6 +25,7 @@ from dnbook.engine.config import TrainConfig, scaled_count
 from dnbook.engine.profiles import PAPER_LR, Profile, get_profile
 from dnbook.engine.runs import run
 from dnbook.engine.store import results_roots, stored_result, weights_path
+from dnbook.norms.registry import with_option
 
 PAPER_BATCH = 64
 
@@ -54,7 +55,10 @@ def train_config(
     epochs for ``batch_size`` (see :meth:`Profile.epochs_for`). ``lr`` is in the paper's units
     and becomes :meth:`Profile.scaled_lr` (``lr * lr_star / 0.2``), unless ``absolute_lr`` is
     given (the learning-rate sweeps that define ``lr_star`` use it); ``seed`` defaults to the
-    first of the profile's seeds; ``overrides`` set any other :class:`TrainConfig` field."""
+    first of the profile's seeds; ``overrides`` set any other :class:`TrainConfig` field; a
+    norm spec gets the profile's ``norm_pins``."""
+    for pinned_norm, option in profile.norm_pins:
+        norm = with_option(norm, pinned_norm, option)
     is_resnet = model.startswith("resnet")
     epochs = profile.epochs_for(batch_size)
     fields = {

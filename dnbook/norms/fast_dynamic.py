@@ -146,7 +146,7 @@ def dynamic_norm(
     scale: str = "sigmoid",
     shift: str = "tanh",
     merge: str = "fc1",
-    sc_input: str = "normalized",
+    sc_input: str = "raw",
     detach_sc_input: bool = False,
     affine_hook: Callable[[Tensor, Tensor], None] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -289,6 +289,23 @@ def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
     return name, {key: given.get(key, option.default) for key, option in valid.items()}
 
 
+def with_option(spec: str, name: str, option: str) -> str:
+    """``spec`` with ``option`` (``"key=value"``) added if its norm is ``name`` and it does not
+    set ``key`` itself; any other spec unchanged.
+
+    Example:
+        >>> with_option("dnb:r=16,g=1", "dnb", "input=normalized")
+        'dnb:r=16,g=1,input=normalized'
+        >>> with_option("dnb:r=16,g=1,input=raw", "dnb", "input=normalized")
+        'dnb:r=16,g=1,input=raw'
+    """
+    norm, _, text = spec.partition(":")
+    given = {item.partition("=")[0].strip() for item in text.split(",") if item.strip()}
+    if norm.strip() != name or option.partition("=")[0] in given:
+        return spec
+    return f"{spec},{option}" if given else f"{norm.strip()}:{option}"
+
+
 def hashed_options(name: str, options: dict[str, object]) -> dict[str, object]:
     """The options a config hash expands: all, less those at their ``legacy`` value."""
     declared = NORM_SPECS[name].options
