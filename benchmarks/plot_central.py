@@ -27,10 +27,20 @@ from dnbook.claims.verdicts import TEST, paired_interval  # noqa: E402
 from dnbook.engine import get_profile  # noqa: E402
 from dnbook.engine.environment import REPO_ROOT  # noqa: E402
 from dnbook.engine.profiles import PAPER_LR  # noqa: E402
+from dnbook.norms.registry import canonical_spec, parse_spec  # noqa: E402
 from dnbook.report import experiment_runs  # noqa: E402
 
 EXPERIMENTS = ("lr_sweep", "cpu_pilot", "table3_resnet18", "table8", "dnb_design_v2")
-NORMS = {"bn": "BN", "dnb:r=16,g=1": "DN-B(16,1)", "dnb:r=16,g=oup": "DN-B(16,oup)"}
+# canonical specs (defaults left out): today's DN-B pools the raw input; the first sweep's and
+# the design study's incumbent pooled the normalized feature, drawn as a line of its own
+NORMS = {
+    "bn": "BN",
+    "dnb:r=16,g=1": "DN-B(16,1)",
+    "dnb:r=16,g=oup": "DN-B(16,oup)",
+    "dnb:r=16,g=1,input=normalized": "DN-B(16,1), old default (normalized SC input)",
+}
+# one colour per norm in both panels
+COLORS = dict(zip(NORMS.values(), ("tab:blue", "tab:orange", "tab:red", "tab:green"), strict=True))
 MODELS = {"resnet18": "ResNet-18", "mobilenet_v2": "MobileNetV2"}
 
 # The paper's test accuracies (ImageNet-100, 240 epochs) at its learning rates: Table 3's
@@ -56,6 +66,7 @@ def points(profile) -> pd.DataFrame:
     runs = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     runs = runs.drop_duplicates("hash")
     runs = runs[runs["batch_size"] == 64]
+    runs["norm"] = [canonical_spec(*parse_spec(spec)) for spec in runs["norm"]]
     runs = runs[runs["norm"].isin(NORMS)]
     # cpu_pilot's float32 runs repeat a configuration in another precision: left out
     runs = runs[runs["amp"].astype(bool) & runs["channels_last"].astype(bool)]
@@ -105,6 +116,7 @@ def main() -> int:
                 yerr=errors,
                 marker="o",
                 capsize=3,
+                color=COLORS[norm],
                 label=f"{norm} (ours, {seeds} seeds)",
             ).lines[0]
             # the paper's DN-B rows: DN-B(16,1) in Table 8, DN-B(r, oup) in Table 3
