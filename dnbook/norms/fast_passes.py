@@ -156,6 +156,82 @@ def per_channel_affine(
     return y
 
 
+# Elements of the input per block in the evaluation passes (a float32 block of this size, 1 MiB,
+# stays in a core's cache).
+BLOCK_ELEMENTS = 1 << 18
+
+
+def _sample_blocks(x: Tensor) -> tuple[Tensor, int, range]:
+    """``x`` as (N, HW, C) (channels_last) or (N, C, HW) (contiguous), the pixels' dimension in
+    that view, and the start of each block of samples the evaluation passes work on: blocks of
+    about :data:`BLOCK_ELEMENTS` on a CPU, one block of all samples elsewhere."""
+    n, c, h, w = x.shape
+    rows, dim = (_pixels_by_channel(x), 1) if channels_last(x) else (x.view(n, c, h * w), 2)
+    step = max(1, BLOCK_ELEMENTS // max(1, c * h * w)) if x.device.type == "cpu" else n
+    return rows, dim, range(0, n, step)
+
+
+def centered_pixel_means(x: Tensor, center: Tensor) -> Tensor:
+    r""":math:`m_{nc} = \mathrm{mean}_{hw}(x_{nchw} - K_c)`: (N, C), in float32 for a
+    half-precision ``x`` (else in its dtype), for ``x`` contiguous or ``channels_last``.
+
+    The evaluation forward's one reduction. It works on blocks of samples: each block is
+    converted to the accumulation dtype (both operands of the subtraction then share a dtype:
+    a bf16-float32 mix takes PyTorch's slow mixed-dtype loop on a CPU), centered on
+    :math:`K` (``center``, (C,)) and summed over its pixels while it is in cache. Converting
+    the whole activation at once would allocate a float32 copy of it, and on a CPU a fresh
+    tensor that size costs its page faults, several times the sum itself.
+
+    Example:
+        >>> x = torch.randn(2, 3, 4, 4).to(torch.bfloat16)
+        >>> m = centered_pixel_means(x, torch.ones(3))
+        >>> m.dtype, torch.allclose(m, (x.float() - 1).mean((2, 3)))
+        (torch.float32, True)
+    """
+    if not (x.is_contiguous() or channels_last(x)):
+        x = x.contiguous()
+    acc = accumulation_dtype(x.dtype)
+    rows, dim, starts = _sample_blocks(x)
+    center = as_dtype(center, acc)
+    if dim == 2:
+        center = center[:, None]  # (C, 1): one value per row of pixels
+    means = torch.empty(x.shape[:2], dtype=acc, device=x.device)
+    step = starts.step
+    for start in starts:
+        block = rows[start : start + step]
+        block = block - center if block.dtype == acc else block.to(acc).sub_(center)
+        torch.sum(block, dim, out=means[start : start + step])
+    return means.div_(x.shape[2] * x.shape[3])
+
+
+def affine_of_input(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    r""":math:`y_{nchw} = x_{nchw} A_{nc} + B_{nc}`, computed in the accumulation dtype
+    (float32 for a half-precision ``x``) and rounded once to ``x``'s dtype, in ``x``'s layout;
+    ``scale`` and ``shift`` are (N, C) in the accumulation dtype.
+
+    Contiguous: :func:`per_channel_affine` (BatchNorm's inference kernel, which computes in
+    float32 for a half-precision input). channels_last: one ``torch.addcmul`` on the (N, HW, C)
+    views where ``x`` has the accumulation dtype; otherwise block by block (as in
+    :func:`centered_pixel_means`), each block converted, mapped in float32 and written back
+    in ``x``'s dtype, so that no activation-sized float32 tensor is allocated."""
+    if not (x.is_contiguous() or channels_last(x)):
+        x = x.contiguous()
+    if not channels_last(x):
+        return per_channel_affine(x, scale, shift)
+    y = torch.empty_like(x)
+    rows, out_rows = _pixels_by_channel(x), _pixels_by_channel(y)
+    scale, shift = scale[:, None], shift[:, None]  # (N, 1, C)
+    if x.dtype == scale.dtype:
+        torch.addcmul(shift, rows, scale, out=out_rows)
+        return y
+    _, _, starts = _sample_blocks(x)
+    step = starts.step
+    for start in starts:
+        part = slice(start, start + step)
+        out_rows[part].copy_(torch.addcmul(shift[part], rows[part].to(scale.dtype), scale[part]))
+    return y
+
+
 class Coefficients(Protocol):
     """DN's arithmetic between the two passes: ``forward(m, q) -> (A, B)``, each (N, C) or
     (C,), and its ``backward(dL/dA, dL/dB, needs) -> (dL/dm, dL/dq, weight gradients)``
