@@ -175,12 +175,14 @@ def centered_pixel_means(x: Tensor, center: Tensor) -> Tensor:
     r""":math:`m_{nc} = \mathrm{mean}_{hw}(x_{nchw} - K_c)`: (N, C), in float32 for a
     half-precision ``x`` (else in its dtype), for ``x`` contiguous or ``channels_last``.
 
-    The evaluation forward's one reduction. It works on blocks of samples: each block is
-    converted to the accumulation dtype (both operands of the subtraction then share a dtype:
-    a bf16-float32 mix takes PyTorch's slow mixed-dtype loop on a CPU), centered on
-    :math:`K` (``center``, (C,)) and summed over its pixels while it is in cache. Converting
-    the whole activation at once would allocate a float32 copy of it, and on a CPU a fresh
-    tensor that size costs its page faults, several times the sum itself.
+    The evaluation forward's one reduction, over blocks of samples. A float32 or float64
+    block is centered on :math:`K` (``center``, (C,)) before it is summed, so that the mean of
+    :math:`x - K` keeps the dtype's digits when :math:`K` is far larger than the spread. A
+    half-precision block is summed with float32 accumulation and :math:`K` subtracted from the
+    (N, C) result: there the input's own rounding (8 bits) is far coarser than anything the
+    float32 sum loses. ``torch.sum(..., dtype=float32)`` of a whole bf16 activation would
+    allocate a float32 copy of it, and on a CPU a fresh tensor that size costs its page faults,
+    several times the sum itself; a block's copy stays in cache.
 
     Example:
         >>> x = torch.randn(2, 3, 4, 4).to(torch.bfloat16)
@@ -193,15 +195,18 @@ def centered_pixel_means(x: Tensor, center: Tensor) -> Tensor:
     acc = accumulation_dtype(x.dtype)
     rows, dim, starts = _sample_blocks(x)
     center = as_dtype(center, acc)
-    if dim == 2:
-        center = center[:, None]  # (C, 1): one value per row of pixels
     means = torch.empty(x.shape[:2], dtype=acc, device=x.device)
     step = starts.step
     for start in starts:
-        block = rows[start : start + step]
-        block = block - center if block.dtype == acc else block.to(acc).sub_(center)
-        torch.sum(block, dim, out=means[start : start + step])
-    return means.div_(x.shape[2] * x.shape[3])
+        block, out = rows[start : start + step], means[start : start + step]
+        if x.dtype == acc:
+            torch.sum(block - (center if dim == 1 else center[:, None]), dim, out=out)
+        else:
+            torch.sum(block, dim, dtype=acc, out=out)
+    pixels = x.shape[2] * x.shape[3]
+    if x.dtype == acc:
+        return means.div_(pixels)
+    return torch.sub(means.div_(pixels), center, out=means)
 
 
 def affine_of_input(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
