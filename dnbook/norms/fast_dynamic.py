@@ -56,6 +56,16 @@ kernel launch with its fixed price, so fewer of them and no autograd graph betwe
 DN-C's (batch-shared, and the layer the paper found does not train) is an autograd graph
 differentiated with ``torch.autograd.grad`` (:class:`GraphCoefficients`).
 
+**Evaluation without gradients.** With the running statistics (eval mode) and nothing that
+needs a gradient (``torch.no_grad()``, as the trainer evaluates), DN-B is one affine map per
+(sample, channel), :math:`Y = X A + (\lambda - \mu A)`, and needs from the activation only its
+pixel means (the pooled input). :func:`dynamic_norm` then skips the autograd Function: one
+reduction and one affine pass, block by block on a CPU, with no :math:`x'`, no mean of squares
+and nothing kept (``_sample_evaluation``; the passes
+:func:`~dnbook.norms.fast_passes.centered_pixel_means` and
+:func:`~dnbook.norms.fast_passes.affine_of_input`). Training mode, with or without gradients,
+and evaluation with gradients take the Function as before.
+
 **Layouts.** Every pass works in the input's own memory format, so no activation is copied
 to another layout (``channels_last`` is what the CPU's convolutions are fastest in):
 
