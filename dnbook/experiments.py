@@ -376,7 +376,7 @@ CPU_PILOT = ScaledExperiment(
     "The cpu profile's training path: bf16 autocast and channels_last against float32",
     "Not in the paper: it checks that the faster CPU path leaves accuracy unchanged",
     "ResNet-18, BN, lr 0.1 (absolute), batch 64, the profile's recipe, 3 seeds: bf16 autocast "
-    "with channels_last (the default where the CPU computes bf16 natively), float32 with "
+    "with channels_last (the default on CUDA and on CPUs with AMX), float32 with "
     "channels_last, and float32 in the contiguous layout (the engine's earlier CPU path). "
     "At cpu also MobileNetV2, seed 0, the newest and the earlier path (time to 60%).",
     (

@@ -7,9 +7,9 @@ Two measurements, both stored in ``results/bench/speed/`` with hardware and vers
   test accuracy reaches the target. :func:`compare_paths` sets two training paths of one
   experiment against each other, seed by seed (the ``cpu_pilot`` experiment trains the engine's
   earlier CPU path, float32 in the contiguous layout, next to today's, channels_last with bf16
-  autocast where the CPU computes bf16 natively). The runs of a batch are trained two at a time,
-  one per core, so the two paths ran side by side under the same load; the ratio is the figure to
-  read, not the seconds.
+  autocast where :mod:`dnbook.engine.precision` chooses it). The runs of a batch are trained
+  two at a time, one per core, so the two paths ran side by side under the same load; the ratio
+  is the figure to read, not the seconds.
 * :func:`step_breakdown` profiles training steps of the real loop (the device loader's batches,
   forward, backward, SGD) with ``torch.profiler`` and sorts the time into convolutions, norm
   layers, the optimizer, data and the rest; an evaluation pass is timed beside it.

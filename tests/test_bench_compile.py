@@ -104,15 +104,15 @@ def test_quick_run_with_the_compiler_stubbed(tmp_path, monkeypatch):
     def stub(model, suffix):
         return _Fails() if "dnb" in stub.spec_of[id(model)] else model
 
-    built = bench.build_mobilenet
+    built = bench.build_network
 
-    def build(spec, width, device):
-        model = built(spec, width, device)
+    def build(spec, width, device, model_name):
+        model = built(spec, width, device, model_name)
         stub.spec_of[id(model)] = spec
         return model
 
     stub.spec_of = {}
-    monkeypatch.setattr(bench, "build_mobilenet", build)
+    monkeypatch.setattr(bench, "build_network", build)
     monkeypatch.setattr(bench, "compile_model", stub)
     specs = ["bn", "bn@compile", "dnb:r=4@compile"]
     argv = ["--quick", "--threads", "1", "--eval-batch", "4", "--out", str(tmp_path)]
@@ -133,3 +133,62 @@ def test_quick_run_with_the_compiler_stubbed(tmp_path, monkeypatch):
     text = (tmp_path / "compile.md").read_text()
     assert "`dnb:r=4@compile` (batch 4) failed: RuntimeError: cannot compile this" in text
     assert "| `bn@compile` |" in text
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("bn", ("bn", False)),
+        ("bn@autocast=bf16", ("bn", True)),
+        ("bn@autocast=off", ("bn", False)),
+        (
+            "dnb:r=16,g=1,input=raw@path=main@autocast=bf16",
+            ("dnb:r=16,g=1,input=raw@path=main", True),
+        ),
+        ("dnb:r=16,g=1@reference@compile@autocast=off", ("dnb:r=16,g=1@reference@compile", False)),
+    ],
+)
+def test_split_autocast(spec, expected):
+    assert bench.split_autocast(spec) == expected
+    assert bench.split_autocast(spec, default=True)[1] == (expected[1] or "@autocast=" not in spec)
+
+
+@pytest.mark.parametrize("spec", ["bn@autocast=fp16", "@autocast=bf16"])
+def test_split_autocast_rejects_a_bad_suffix(spec):
+    with pytest.raises(ValueError, match="bad precision suffix"):
+        bench.split_autocast(spec)
+
+
+def test_break_even_pairs_a_compiled_spec_with_its_eager_form_in_the_same_precision():
+    eager = _row([12.0, 10.0], 10.0, [50.0], 50.0)
+    fast = _row([1_008.0, 8.0], 8.0, [240.0], 40.0)
+    other = _row([12.0, 20.0], 20.0, [50.0], 50.0)  # the other precision: not the pair
+    rows = {"bn@autocast=bf16": eager, "bn": other, "bn@compile@autocast=bf16": fast}
+    compiled.summarize_run(rows, "bn")
+    assert fast["break_even_cpu_ms"] == pytest.approx((1_200 - 2) / 2)
+
+
+def test_quick_run_with_per_spec_precision_resnet_and_layer_evaluation(tmp_path):
+    """Each spec runs in its own precision (a bf16 autocast output is seen in the model's
+    logits' dtype), ResNet-18 is built on request, the layer rows time evaluation forwards."""
+    specs = ["bn@autocast=off", "bn@autocast=bf16", "dnb:r=4,input=raw@autocast=bf16"]
+    argv = ["--quick", "--threads", "1", "--eval-batch", "4", "--out", str(tmp_path)]
+    argv += ["--model", "resnet18", "--layer-eval", "--memory-format", "channels_last"]
+    assert bench.main([*argv, "--name", "precision", "--specs", *specs]) == 0
+    result = json.loads((tmp_path / "precision.json").read_text())
+    assert result["settings"]["model"] == "resnet18" and result["settings"]["layer_eval"]
+    rows = result["models"][0]["norms"]
+    assert list(rows) == specs and all(row["whole_run_cpu_ms"] > 0 for row in rows.values())
+    assert list(result["layers"][0]["norms"]) == specs
+    assert all("traffic" not in row for row in result["layers"][0]["norms"].values())
+    text = (tmp_path / "precision.md").read_text()
+    assert "ResNet-18 (CIFAR stem" in text and "evaluation forward" in text
+
+
+def test_evaluation_step_of_a_layer_runs_in_the_specs_precision():
+    seen = []
+    layer = nn.BatchNorm2d(4)
+    layer.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    x = torch.randn(2, 4, 3, 3).bfloat16()
+    bench.timing.layer_eval_step(layer, x, autocast=True)()
+    assert seen == [torch.bfloat16] and not layer.training

@@ -297,6 +297,36 @@ def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
     )
 
 
+def test_a_resumed_run_keeps_the_precision_its_checkpoint_records(tmp_path, monkeypatch):
+    """A run started where bf16 was chosen and resumed where float32 would be finishes in bf16
+    (and records it); a checkpoint that records nothing resumes under the rule it was written
+    under. The decision itself: tests/test_precision.py."""
+    from dnbook.engine import precision
+
+    monkeypatch.setattr(precision, "bf16_pays", lambda device: False)  # new runs: float32
+    cfg = config(epochs=2)
+    checkpoint = tmp_path / "run.pt"
+
+    def interrupt_after_first_epoch(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(cfg, checkpoint_path=checkpoint, on_epoch_end=interrupt_after_first_epoch)
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["precision"]["autocast"] is None and state["precision"]["device"] == "cpu"
+    state["precision"]["autocast"] = "bfloat16"  # as if started where bf16 was chosen
+    torch.save(state, checkpoint)
+    with pytest.warns(UserWarning, match="resuming in bf16 autocast"):
+        resumed = quiet_train(cfg, checkpoint_path=checkpoint)
+    assert resumed.precision["autocast"] == "bfloat16"
+
+    del state["precision"]  # written before checkpoints recorded it
+    torch.save(state, checkpoint)
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: False)
+    assert quiet_train(cfg, checkpoint_path=checkpoint).precision["autocast"] is None
+
+
 # -- fractional epochs -------------------------------------------------------------------------
 
 

@@ -456,3 +456,124 @@ def test_benchmark_times_an_earlier_fast_path_from_git():
     torch.testing.assert_close(old.running_var, new.running_var, **TOLERANCE)
     with pytest.raises(ValueError, match="unknown path @triton"):
         bench.build_layer("dnb:r=4@triton", 16, torch.device("cpu"))
+
+
+# The evaluation forward without gradients (DN-B, running statistics): one reduction and one
+# affine pass, block by block on a CPU; a small block size puts block boundaries inside the batch.
+EVAL_SHAPE = (5, 24, 6, 7)
+BF16_EPS = 2.0**-7
+
+
+def _eval_pair(sc_input: str, g, **options) -> tuple[DynamicNorm2d, DynamicNorm2d]:
+    """A fast and a reference DN-B in eval, float32, non-trivial weights and running statistics."""
+    torch.manual_seed(0)
+    fast = DynamicNorm2d(EVAL_SHAPE[1], r=4, g=g, sc_input=sc_input, fc2_init="default", **options)
+    with torch.no_grad():
+        fast.fc2.weight.mul_(3)  # alpha and lambda vary from sample to sample
+        fast.running_mean.uniform_(-1, 1), fast.running_var.uniform_(0.5, 2)
+    reference = DynamicNorm2d(
+        EVAL_SHAPE[1], r=4, g=g, sc_input=sc_input, fc2_init="default", impl="reference", **options
+    )
+    reference.load_state_dict(fast.state_dict())
+    return fast.eval(), reference.eval()
+
+
+def _eval_forward(layer: DynamicNorm2d, x: torch.Tensor, autocast: bool) -> torch.Tensor:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        return layer(x)
+
+
+@pytest.mark.parametrize("block", [None, 50], ids=["one-block", "small-blocks"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+@pytest.mark.parametrize("precision", ["float64", "float32", "bf16-autocast"])
+@pytest.mark.parametrize("g", [1, "oup"])
+@pytest.mark.parametrize("sc_input", ["raw", "normalized"])
+def test_no_grad_evaluation_equals_reference(
+    sc_input, g, precision, channels_last, block, monkeypatch
+):
+    if block is not None:
+        monkeypatch.setattr("dnbook.norms.fast_passes.BLOCK_ELEMENTS", block)
+    fast, reference = _eval_pair(sc_input, g)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = (3 + 0.5 * torch.randn(EVAL_SHAPE[:2] + (1, 1)) + torch.randn(EVAL_SHAPE)).contiguous(
+        memory_format=layout
+    )
+    autocast = precision == "bf16-autocast"
+    if precision == "float64":
+        fast, reference, x = fast.double(), reference.double(), x.double()
+    elif autocast:
+        x = x.bfloat16()  # what an autocast convolution hands the layer
+    buffers = copy.deepcopy(dict(fast.named_buffers()))
+    got = _eval_forward(fast, x, autocast)
+    expected = _eval_forward(reference, x, autocast)
+    assert got.dtype == x.dtype and got.is_contiguous(memory_format=layout)
+    assert got.grad_fn is None
+    torch.testing.assert_close(dict(fast.named_buffers()), buffers, rtol=0, atol=0)
+    if precision == "float64":
+        torch.testing.assert_close(got, expected, **TOLERANCE)
+    elif precision == "float32":
+        torch.testing.assert_close(got, expected)
+    else:
+        # the fast path computes x A + B in float32 and rounds once; the reference rounds
+        # X_hat, X_hat alpha and the sum: both within a few bf16 epsilons of the float32 layer
+        exact = _eval_forward(reference.float(), x.float(), autocast=False).double()
+        for y in (got, expected):
+            error = (y.double() - exact).abs().max()
+            assert error <= 4 * BF16_EPS * exact.abs().max(), error.item()
+
+
+@pytest.mark.parametrize(
+    "options", [CONFIGS[10], CONFIGS[11], CONFIGS[13], CONFIGS[14], CONFIGS[15]]
+)
+def test_no_grad_evaluation_with_every_option(options):
+    """float64: FC1's bias, g=2, the base affine, the recorded alpha and lambda."""
+    fast, reference = _pair(**options, record_affine=True)
+    fast.eval(), reference.eval()
+    with torch.no_grad():
+        fast.running_mean.uniform_(-1, 1), fast.running_var.uniform_(0.5, 2)
+    reference.load_state_dict(fast.state_dict())
+    x = _batch(2)
+    with torch.no_grad():
+        got, expected = fast(x), reference(x)
+    torch.testing.assert_close(got, expected, **TOLERANCE)
+    torch.testing.assert_close(fast.last_alpha, reference.last_alpha, **TOLERANCE)
+    torch.testing.assert_close(fast.last_shift, reference.last_shift, **TOLERANCE)
+
+
+@pytest.mark.parametrize("ratio", [1, 100, 1_000, 10_000])
+@pytest.mark.parametrize("sc_input", ["raw", "normalized"])
+def test_no_grad_evaluation_float32_error_is_at_most_twice_batchnorms(ratio, sc_input):
+    """As the test above with gradients, for the no-grad evaluation forward's output."""
+    torch.manual_seed(SEED + ratio)
+    n, c, h, w = 8, 24, 6, 6
+    std = 1e-4
+    x = std * (ratio + 0.5 * torch.randn(n, c, 1, 1) + torch.randn(n, c, h, w))
+    x = x.double()
+    bn = torch.nn.BatchNorm2d(c, eps=1e-12)
+    torch.nn.init.uniform_(bn.weight, 0.5, 1.5), torch.nn.init.uniform_(bn.bias, -0.5, 0.5)
+    dn = DynamicNorm2d(c, r=4, eps=1e-12, fc2_init="default", activation="gelu", sc_input=sc_input)
+    errors = {}
+    for name, layer in (("bn", bn), ("dn", dn)):
+        layer.running_mean.fill_(ratio * std), layer.running_var.fill_(1.25 * std**2)
+        layer.eval()
+        with torch.no_grad():
+            exact = copy.deepcopy(layer).double()(x)
+            rounded = copy.deepcopy(layer).float()(x.float())
+        errors[name] = ((rounded.double() - exact).abs().max() / exact.abs().max()).item()
+    assert errors["dn"] <= 2 * max(errors["bn"], FLOOR), errors
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_no_grad_training_forward_is_unchanged(channels_last):
+    """Training mode without gradients keeps the batch statistics' path (and updates the
+    running statistics); only evaluation with running statistics takes the two-pass path."""
+    fast, reference = _pair(sc_input="raw")
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = _batch(1).contiguous(memory_format=layout)
+    with torch.no_grad():
+        got, expected = fast(x), reference(x)
+    torch.testing.assert_close(got, expected, **TOLERANCE)
+    torch.testing.assert_close(
+        dict(fast.named_buffers()), dict(reference.named_buffers()), **TOLERANCE
+    )
+    assert fast.num_batches_tracked == 1

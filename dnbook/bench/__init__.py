@@ -1,4 +1,4 @@
-"""Side-by-side speed of the norm layers: a MobileNetV2 training step and one layer alone.
+"""Side-by-side speed of the norm layers: a model's training step and one layer alone.
 
 Every model (or layer) of a run lives in the same process and is timed in turn, round-robin,
 one step each per round, the starting model rotating from round to round
@@ -32,6 +32,15 @@ A last suffix ``@compile`` (or ``@compile-nodn``) times the model under ``torch.
 and estimates a whole training run, compile time included::
 
     python -m dnbook bench --specs bn bn@compile --batch-sizes 64 --eval-batch 1000 --layer-shapes
+
+A spec's precision is ``--autocast``'s unless the spec ends in ``@autocast=bf16`` or
+``@autocast=off`` (after any other suffix), so that one process times a norm in both::
+
+    python -m dnbook bench --specs bn@autocast=off bn@autocast=bf16 --memory-format channels_last
+
+``--model resnet18`` times the CIFAR-stem ResNet-18 in place of MobileNetV2, and
+``--layer-eval`` makes the layer benchmark time evaluation forwards (eval mode, no gradients,
+in ``--memory-format`` and each spec's precision) in place of training forwards and backwards.
 """
 
 from __future__ import annotations
@@ -58,18 +67,21 @@ from dnbook.bench.compiled import (
     summarize_run,
 )
 from dnbook.bench.compiled import prepare as prepare_compile
+from dnbook.bench.report import MODEL_TITLES, print_rows
 from dnbook.bench.report import markdown as markdown
-from dnbook.bench.report import print_rows
 from dnbook.bench.specs import (
     BASELINE,
     IMAGE_SIZE,
+    MODELS,
     NUM_CLASSES,
     REFERENCE_SUFFIX,
     build_layer,
-    build_mobilenet,
+    build_network,
     memory_traffic,
+    split_autocast,
 )
 from dnbook.bench.specs import FAST_PATH_FILES as FAST_PATH_FILES
+from dnbook.bench.specs import build_mobilenet as build_mobilenet
 from dnbook.bench.specs import fast_path_at as fast_path_at
 from dnbook.bench.specs import use_fast_path_at as use_fast_path_at
 from dnbook.bench.specs import use_reference_path as use_reference_path
@@ -78,6 +90,7 @@ from dnbook.bench.timing import (
     Timer,
     eval_step,
     first_calls,
+    layer_eval_step,
     layer_step,
     load_average,
     training_step,
@@ -120,9 +133,11 @@ def bench_models(
     autocast: bool = False,
     eval_batch: int = 0,
     eval_steps: int = 2,
+    model_name: str = "mobilenet_v2",
 ) -> dict[str, dict]:
-    """Training-step times of MobileNetV2 (CIFAR stem) with each norm, at one batch size, in
-    the contiguous or channels_last layout, in float32 or under bf16 autocast.
+    """Training-step times of ``model_name`` (CIFAR stem) with each norm, at one batch size, in
+    the contiguous or channels_last layout, in float32 or under bf16 autocast (``autocast``,
+    or the spec's own ``@autocast=`` suffix).
 
     Every model's first call is timed on its own first (where a compiled one compiles; a spec
     whose first call raises gets a row with its ``error`` only), then the steps round-robin. With
@@ -134,20 +149,23 @@ def bench_models(
     images = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
     images = images.to(device).contiguous(memory_format=layout)
     labels = torch.randint(NUM_CLASSES, (batch_size,), generator=generator).to(device)
-    models, counts = {}, DynamoCounts()
+    models, counts, amp = {}, DynamoCounts(), {}
     for spec in specs:
-        norm_spec, suffix = split_compile(spec)
-        model = build_mobilenet(norm_spec, width, device).to(memory_format=layout)
+        model_spec, amp[spec] = split_autocast(spec, autocast)
+        norm_spec, suffix = split_compile(model_spec)
+        model = build_network(norm_spec, width, device, model_name).to(memory_format=layout)
         models[spec] = model if suffix is None else compile_model(model, suffix)
 
-    def steps(phase: str, make: Callable[[nn.Module], Callable]) -> dict[str, Callable]:
-        made = {spec: make(model) for spec, model in models.items()}
+    def steps(phase: str, make: Callable[[nn.Module, bool], Callable]) -> dict[str, Callable]:
+        made = {spec: make(model, amp[spec]) for spec, model in models.items()}
         return {
-            spec: counts.wrap(spec, phase, step) if split_compile(spec)[1] else step
+            spec: counts.wrap(spec, phase, step)
+            if split_compile(split_autocast(spec)[0])[1]
+            else step
             for spec, step in made.items()
         }
 
-    train = steps("train", lambda model: training_step(model, images, labels, autocast))
+    train = steps("train", lambda model, amp: training_step(model, images, labels, amp))
     first, errors = first_calls(train, schedule.timer)
     for spec in errors:
         del models[spec], train[spec]
@@ -162,10 +180,13 @@ def bench_models(
         eval_images = torch.randn(eval_batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
         eval_images = eval_images.to(device).contiguous(memory_format=layout)
         evaluated = Schedule(1, eval_steps, schedule.timer).run(
-            steps("eval", lambda model: eval_step(model, eval_images, autocast))
+            steps("eval", lambda model, amp: eval_step(model, eval_images, amp))
         )
         again = Schedule(0, 1, schedule.timer).run(
-            steps("train_after_eval", lambda model: training_step(model, images, labels, autocast))
+            steps(
+                "train_after_eval",
+                lambda model, amp: training_step(model, images, labels, amp),
+            )
         )
         for spec, row in rows.items():
             for clock in ("wall_ms", "cpu_ms"):
@@ -182,13 +203,35 @@ def bench_models(
 
 
 def bench_layers(
-    specs: Sequence[str], shape: Sequence[int], device: torch.device, schedule: Schedule
+    specs: Sequence[str],
+    shape: Sequence[int],
+    device: torch.device,
+    schedule: Schedule,
+    evaluation: bool = False,
+    channels_last: bool = False,
+    autocast: bool = False,
 ) -> dict[str, dict]:
-    """Forward+backward times of one norm layer of each spec on an input of ``shape``."""
+    """Forward+backward times of one norm layer of each spec on a float32 contiguous input of
+    ``shape``; with ``evaluation``, the times of an evaluation forward (eval mode, no
+    gradients) on an input in the ``channels_last`` or contiguous layout, under bf16 autocast
+    (the input in bf16, as an autocast convolution hands it) where ``autocast`` or the spec's
+    ``@autocast=`` suffix says so."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(*shape, generator=generator).to(device).requires_grad_()
+    x = torch.randn(*shape, generator=generator).to(device)
+    step_of = {}
+    if evaluation:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        x = x.contiguous(memory_format=layout)
+        for spec in specs:
+            norm_spec, amp = split_autocast(spec, autocast)
+            layer = build_layer(norm_spec, shape[1], device)
+            step_of[spec] = layer_eval_step(layer, x.bfloat16() if amp else x, amp)
+        return schedule.run(step_of)
+    x.requires_grad_()
     grad_y = torch.randn(*shape, generator=generator).to(device)
-    step_of = {spec: layer_step(build_layer(spec, shape[1], device), x, grad_y) for spec in specs}
+    for spec in specs:
+        layer = build_layer(split_autocast(spec)[0], shape[1], device)
+        step_of[spec] = layer_step(layer, x, grad_y)
     return schedule.run(step_of)
 
 
@@ -221,8 +264,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=list(DEFAULT_SPECS),
         help="norm specs, the first is the baseline; a spec ending in "
         f"{REFERENCE_SUFFIX} uses DynamicNorm2d's teaching path, one ending in @path=REV the "
-        "fast path of git revision REV; a last suffix @compile times the model under "
-        "torch.compile (@compile-nodn: its DynamicNorm2d layers left eager). "
+        "fast path of git revision REV; a suffix @compile times the model under "
+        "torch.compile (@compile-nodn: its DynamicNorm2d layers left eager); a last suffix "
+        "@autocast=bf16 or @autocast=off sets that spec's precision (else --autocast's). "
         f"Default: {' '.join(DEFAULT_SPECS)}",
     )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 128])
@@ -245,6 +289,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-models", action="store_true", help="skip the model benchmark")
     parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="mobilenet_v2",
+        help="the model benchmark's network, CIFAR stem (default: mobilenet_v2)",
+    )
+    parser.add_argument(
+        "--layer-eval",
+        action="store_true",
+        help="the layer benchmark times evaluation forwards (eval mode, no gradients, in "
+        "--memory-format and each spec's precision) in place of forward+backward",
+    )
+    parser.add_argument(
         "--memory-format",
         choices=("contiguous", "channels_last"),
         default="contiguous",
@@ -254,8 +310,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--autocast",
         choices=("off", "bf16"),
         default="off",
-        help="bf16 autocast around the model benchmark's forward, as the trainer uses where "
-        "the device computes bf16 natively (default: off)",
+        help="bf16 autocast around the model benchmark's forward (and the layer benchmark's "
+        "with --layer-eval) for specs without an @autocast= suffix (default: off)",
     )
     parser.add_argument(
         "--eval-batch",
@@ -308,7 +364,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> dict:
     timer = Timer(device)
     model_schedule = Schedule(args.warmup, args.steps, timer)
     layer_schedule = Schedule(args.warmup, layer_steps, timer)
-    compiling = any(split_compile(spec)[1] for spec in args.specs)
+    compiling = any(split_compile(split_autocast(spec)[0])[1] for spec in args.specs)
     cache_dir = prepare_compile(args.compile_cache) if compiling else None
     started, load_before = time.perf_counter(), load_average()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -323,6 +379,8 @@ def run_benchmark(args: argparse.Namespace, command: str) -> dict:
             "steps": args.steps,
             "warmup": args.warmup,
             "width": args.width,
+            "model": args.model,
+            "layer_eval": args.layer_eval,
             "layer_shapes": [list(s) for s in shapes],
             "layer_steps": layer_steps,
             "threads": torch.get_num_threads(),
@@ -352,15 +410,25 @@ def run_benchmark(args: argparse.Namespace, command: str) -> dict:
             autocast=args.autocast == "bf16",
             eval_batch=args.eval_batch,
             eval_steps=args.eval_steps,
+            model_name=args.model,
         )
         result["models"].append({"batch_size": batch_size, "norms": rows})
-        print_rows(f"MobileNetV2, batch {batch_size}", rows)
+        print_rows(f"{MODEL_TITLES[args.model]}, batch {batch_size}", rows)
     # the layer benchmark times eager layers only
-    layer_specs = [spec for spec in args.specs if not split_compile(spec)[1]]
+    layer_specs = [spec for spec in args.specs if not split_compile(split_autocast(spec)[0])[1]]
     for shape in shapes:
-        rows = bench_layers(layer_specs, shape, device, layer_schedule)
+        rows = bench_layers(
+            layer_specs,
+            shape,
+            device,
+            layer_schedule,
+            evaluation=args.layer_eval,
+            channels_last=args.memory_format == "channels_last",
+            autocast=args.autocast == "bf16",
+        )
         for spec, row in rows.items():
-            row["traffic"] = memory_traffic(spec, shape)
+            if not args.layer_eval:  # the cost model is of a training forward and backward
+                row["traffic"] = memory_traffic(split_autocast(spec)[0], shape)
         result["layers"].append({"shape": list(shape), "norms": rows})
         print_rows(f"one layer, {tuple(shape)}", rows)
     result["load_average_after"] = load_average()

@@ -145,6 +145,11 @@ def summarize_run(rows: dict[str, dict], baseline: str) -> None:
         for spec, row in rows.items():
             if base and f"whole_run_{clock}" in row:
                 row[f"whole_run_ratio_{clock}"] = row[f"whole_run_{clock}"] / base
-            eager_spec, suffix = split_compile(spec)
+            # the same spec eager, in the same precision (an @autocast= suffix comes last)
+            model_spec, at, precision = spec.rpartition("@autocast=")
+            if not at:
+                model_spec, precision = spec, ""
+            eager_spec, suffix = split_compile(model_spec)
+            eager_spec += at + precision
             if suffix and eager_spec in rows and f"whole_run_{clock}" in row:
                 row[f"break_even_{clock}"] = break_even(row, rows[eager_spec], clock)

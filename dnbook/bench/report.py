@@ -8,6 +8,18 @@ from collections.abc import Sequence
 
 from dnbook.tables import markdown_table
 
+MODEL_TITLES = {"mobilenet_v2": "MobileNetV2", "resnet18": "ResNet-18"}
+
+
+def _layer_phase(settings: dict) -> str:
+    """What the layer benchmark timed."""
+    if not settings.get("layer_eval"):
+        return "forward + backward (float32, contiguous)"
+    return (
+        f"evaluation forward (eval mode, no gradients; {settings['memory_format']}, "
+        f"--autocast {settings['autocast']} unless the spec says otherwise)"
+    )
+
 
 def _load_text(load: list[float] | None) -> str:
     return "unknown" if load is None else " ".join(f"{value:.2f}" for value in load)
@@ -49,7 +61,8 @@ def markdown(result: dict) -> str:
     timing = ["wall ms", "wall / BN", "CPU ms", "CPU / BN"]
     if result["models"]:
         lines += _table(
-            f"MobileNetV2 (CIFAR stem, width {settings['width']}), one SGD training step, "
+            f"{MODEL_TITLES.get(settings.get('model'), 'MobileNetV2')} (CIFAR stem, width "
+            f"{settings['width']}), one SGD training step, "
             f"median over {settings['steps']} interleaved steps after {settings['warmup']} "
             "warm-up rounds:",
             ["batch", "norm", *timing, "images/s"],
@@ -64,8 +77,8 @@ def markdown(result: dict) -> str:
         lines += _whole_run(result)
     if result["layers"]:
         lines += _table(
-            f"One layer, forward + backward, median over {settings['layer_steps']} interleaved "
-            "steps:",
+            f"One layer, {_layer_phase(settings)}, median over {settings['layer_steps']} "
+            "interleaved steps:",
             ["shape", "norm", *timing],
             [
                 [str(tuple(entry["shape"])), f"`{spec}`", *_timing_cells(row, 2)]

@@ -1,6 +1,7 @@
-"""What the benchmark builds from a norm spec: the CIFAR-stem MobileNetV2 or one layer, and the
-path its DynamicNorm2d layers run (``@reference``: the teaching path; ``@path=REV``: the fast
-path as it was at git revision ``REV``); and one layer's counted memory traffic."""
+"""What the benchmark builds from a norm spec: a CIFAR-stem model (MobileNetV2 or ResNet-18) or
+one layer, and the path its DynamicNorm2d layers run (``@reference``: the teaching path;
+``@path=REV``: the fast path as it was at git revision ``REV``); the precision a spec asks for
+(``@autocast=bf16`` or ``@autocast=off``, last); and one layer's counted memory traffic."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 from dnbook.cost.traffic import layer_traffic
 from dnbook.data.registry import DATASETS
 from dnbook.engine.environment import REPO_ROOT
-from dnbook.models import mobilenet_v2
+from dnbook.models import build_model
 from dnbook.norms import DynamicNorm2d, make_norm
 from dnbook.norms.batchnorm import update_running_stats
 
@@ -124,12 +125,41 @@ def _use_path(module: nn.Module, path: str | None) -> nn.Module:
     raise ValueError(f"unknown path @{path}; expected @reference or @path=<git revision>")
 
 
-def build_mobilenet(spec: str, width: float, device: torch.device) -> nn.Module:
-    """The CIFAR-stem MobileNetV2 with ``spec``'s norm, in training mode on ``device``."""
+AUTOCAST_PREFIX = "@autocast="
+AUTOCAST_CHOICES = ("off", "bf16")
+MODELS = ("mobilenet_v2", "resnet18")
+
+
+def split_autocast(spec: str, default: bool = False) -> tuple[str, bool]:
+    """``"bn@autocast=bf16"`` -> ``("bn", True)``; ``"bn@autocast=off"`` -> ``("bn", False)``;
+    without the suffix (which comes last) ``(spec, default)``."""
+    rest, found, choice = spec.rpartition(AUTOCAST_PREFIX)
+    if not found:
+        return spec, default
+    if choice not in AUTOCAST_CHOICES or not rest:
+        raise ValueError(
+            f"bad precision suffix in {spec!r}; expected a last {AUTOCAST_PREFIX}off or "
+            f"{AUTOCAST_PREFIX}bf16"
+        )
+    return rest, choice == "bf16"
+
+
+def build_network(
+    spec: str, width: float, device: torch.device, model: str = "mobilenet_v2"
+) -> nn.Module:
+    """The CIFAR-stem ``model`` (one of :data:`MODELS`) with ``spec``'s norm, in training mode
+    on ``device``."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
     norm, path = split_spec(spec)
     torch.manual_seed(0)
-    model = mobilenet_v2(num_classes=NUM_CLASSES, norm=norm, width_mult=width, stem="cifar")
-    return _use_path(model, path).to(device).train()
+    network = build_model(model, num_classes=NUM_CLASSES, norm=norm, width_mult=width, stem="cifar")
+    return _use_path(network, path).to(device).train()
+
+
+def build_mobilenet(spec: str, width: float, device: torch.device) -> nn.Module:
+    """The CIFAR-stem MobileNetV2 with ``spec``'s norm, in training mode on ``device``."""
+    return build_network(spec, width, device, "mobilenet_v2")
 
 
 def build_layer(spec: str, channels: int, device: torch.device) -> nn.Module:

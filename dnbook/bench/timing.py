@@ -129,6 +129,21 @@ def layer_step(layer: nn.Module, x: torch.Tensor, grad_y: torch.Tensor) -> Calla
     return step
 
 
+def layer_eval_step(layer: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable:
+    """One evaluation forward of ``layer`` on ``x`` (eval mode, no gradients, bf16 autocast
+    where ``autocast``), as a closure."""
+    layer.eval()
+
+    def step() -> None:
+        with (
+            torch.no_grad(),
+            torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast),
+        ):
+            layer(x)
+
+    return step
+
+
 def measurement(name: str, clock: str, values_ms: Sequence[float]) -> benchmark.Measurement:
     """The times of one entry on one clock as a ``torch.utils.benchmark.Measurement`` (one call
     per run, in seconds), which computes the statistics."""

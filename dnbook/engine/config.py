@@ -53,7 +53,8 @@ class TrainConfig:
             train/val split is fixed, independent of it). Default: 0
         sync_bn: under DDP, synchronize torch BatchNorm2d statistics across processes.
             Default: ``False`` (per-process statistics, as in the paper)
-        amp: bf16 autocast (CUDA only). Default: ``True``
+        amp: bf16 autocast where the device gains from it (CUDA, CPUs with AMX; see
+            :mod:`dnbook.engine.precision`). Default: ``True``
         channels_last: channels-last memory format (CUDA only). Default: ``True``
 
     Example::

@@ -291,6 +291,8 @@ class Loop:
             "saturation_points": self.probe.points if self.probe is not None else None,
             "best": self.best,
             "wall_time_s": self.wall_time_s(),
+            # the precision the run trains in, kept on resuming (precision.resumed)
+            "precision": precision.record(self.amp, self.memory_format, self.device),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -306,3 +308,4 @@ class Loop:
         if self.probe is not None:
             self.probe.points = state.get("saturation_points") or []
         self.best, self.earlier_sessions_s = state["best"], state["wall_time_s"]
+        self.amp = precision.resumed(self.config, self.device, state.get("precision"), self.amp)

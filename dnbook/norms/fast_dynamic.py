@@ -56,6 +56,16 @@ kernel launch with its fixed price, so fewer of them and no autograd graph betwe
 DN-C's (batch-shared, and the layer the paper found does not train) is an autograd graph
 differentiated with ``torch.autograd.grad`` (:class:`GraphCoefficients`).
 
+**Evaluation without gradients.** With the running statistics (eval mode) and nothing that
+needs a gradient (``torch.no_grad()``, as the trainer evaluates), DN-B is one affine map per
+(sample, channel), :math:`Y = X A + (\lambda - \mu A)`, and needs from the activation only its
+pixel means (the pooled input). :func:`dynamic_norm` then skips the autograd Function: one
+reduction and one affine pass, block by block on a CPU, with no :math:`x'`, no mean of squares
+and nothing kept (``_sample_evaluation``; the passes
+:func:`~dnbook.norms.fast_passes.centered_pixel_means` and
+:func:`~dnbook.norms.fast_passes.affine_of_input`). Training mode, with or without gradients,
+and evaluation with gradients take the Function as before.
+
 **Layouts.** Every pass works in the input's own memory format, so no activation is copied
 to another layout (``channels_last`` is what the CPU's convolutions are fastest in):
 
@@ -118,7 +128,13 @@ from dnbook.norms.fast_coefficients import (
     channel_coefficients,
 )
 from dnbook.norms.fast_passes import Coefficients as Coefficients
-from dnbook.norms.fast_passes import DynamicNormFunction, accumulation_dtype, as_dtype
+from dnbook.norms.fast_passes import (
+    DynamicNormFunction,
+    accumulation_dtype,
+    affine_of_input,
+    as_dtype,
+    centered_pixel_means,
+)
 from dnbook.norms.fast_passes import per_channel_affine as per_channel_affine
 from dnbook.norms.fast_passes import spatial_sums as spatial_sums
 
@@ -186,6 +202,19 @@ def dynamic_norm(
     if (weight is None) != (bias is None):
         raise ValueError("dynamic_norm: give both weight and bias (the base affine) or neither")
     stats_dtype = accumulation_dtype(input.dtype)
+    weights = (fc1_weight, fc1_bias, fc2_weight)
+    if weight is not None:
+        weights += (weight, bias)
+    if mode == "B" and not training and not _needs_grad(input, *weights):
+        options = {
+            "eps": eps,
+            "activation": activation,
+            "scale": scale,
+            "shift": shift,
+            "sc_input": sc_input,
+            "affine_hook": affine_hook,
+        }
+        return _sample_evaluation(input, running_mean, running_var, weights, options)
     if training:
         # K: one pixel per channel, near the channel's values (the output does not depend on
         # it); a copy, not a view: the backward keeps K, and a view would keep all of the
@@ -212,9 +241,6 @@ def dynamic_norm(
         "center": center_stats,
         "affine_hook": affine_hook,
     }
-    weights = (fc1_weight, fc1_bias, fc2_weight)
-    if weight is not None:
-        weights += (weight, bias)
     if mode == "B":
         coefficients = SampleCoefficients(statistics, weights, options)
         y = DynamicNormFunction.apply(input, center, coefficients, *weights)
@@ -224,3 +250,44 @@ def dynamic_norm(
         y = DynamicNormFunction.apply(input, center, coefficients, *weights)
         mean, var = coefficients.result["batch_mean"], coefficients.result["var"]
     return y, mean.detach(), var.detach()
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    """Whether autograd would record a graph through any of ``tensors``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _sample_evaluation(
+    input: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weights: tuple[Tensor | None, ...],
+    options: dict,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""DN-B with the running statistics and no gradient: two passes over ``input``.
+
+    With :math:`\mu, \sigma^2` the running statistics, the layer is one affine map per
+    (sample, channel), :math:`y = x A + (\lambda - \mu A)` with :math:`A = \alpha s`; only
+    the pooled input needs the activation, and only its pixel means. One reduction
+    (:func:`~dnbook.norms.fast_passes.centered_pixel_means`, of :math:`x - \mu`, so that the
+    normalized pool :math:`(m - \mu) s` keeps float32's digits when the mean is far larger
+    than the spread) and one affine pass
+    (:func:`~dnbook.norms.fast_passes.affine_of_input`); no :math:`x'`, no mean of squares,
+    no state kept for a backward."""
+    stats_dtype = accumulation_dtype(input.dtype)
+    center = running_mean.detach().to(stats_dtype)  # K = mu, exactly: mu' = mu - K = 0
+
+    def statistics(mean: Tensor, mean_square: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        return batch_statistics(mean, mean_square, center, running_mean, running_var, False)
+
+    coefficients = SampleCoefficients(
+        statistics,
+        weights,
+        {**options, "training": False, "center": center, "detach_sc_input": True},
+    )
+    mean = centered_pixel_means(input, center)  # m = mean_hw(x - mu)
+    # A = alpha s, B = lambda - mu' A = lambda (mu' = 0); the eval mean of squares is unused
+    scale, shift = coefficients.forward(mean, None)
+    # y = (x - mu) A + lambda = x A + (lambda - mu A), one pass
+    y = affine_of_input(input, scale, torch.addcmul(shift, scale, center, value=-1))
+    return y, coefficients.batch_mean.detach(), coefficients.var.detach()

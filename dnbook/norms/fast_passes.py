@@ -156,6 +156,87 @@ def per_channel_affine(
     return y
 
 
+# Elements of the input per block in the evaluation passes (a float32 block of this size, 1 MiB,
+# stays in a core's cache).
+BLOCK_ELEMENTS = 1 << 18
+
+
+def _sample_blocks(x: Tensor) -> tuple[Tensor, int, range]:
+    """``x`` as (N, HW, C) (channels_last) or (N, C, HW) (contiguous), the pixels' dimension in
+    that view, and the start of each block of samples the evaluation passes work on: blocks of
+    about :data:`BLOCK_ELEMENTS` on a CPU, one block of all samples elsewhere."""
+    n, c, h, w = x.shape
+    rows, dim = (_pixels_by_channel(x), 1) if channels_last(x) else (x.view(n, c, h * w), 2)
+    step = max(1, BLOCK_ELEMENTS // max(1, c * h * w)) if x.device.type == "cpu" else n
+    return rows, dim, range(0, n, step)
+
+
+def centered_pixel_means(x: Tensor, center: Tensor) -> Tensor:
+    r""":math:`m_{nc} = \mathrm{mean}_{hw}(x_{nchw} - K_c)`: (N, C), in float32 for a
+    half-precision ``x`` (else in its dtype), for ``x`` contiguous or ``channels_last``.
+
+    The evaluation forward's one reduction, over blocks of samples. A float32 or float64
+    block is centered on :math:`K` (``center``, (C,)) before it is summed, so that the mean of
+    :math:`x - K` keeps the dtype's digits when :math:`K` is far larger than the spread. A
+    half-precision block is summed with float32 accumulation and :math:`K` subtracted from the
+    (N, C) result: there the input's own rounding (8 bits) is far coarser than anything the
+    float32 sum loses. ``torch.sum(..., dtype=float32)`` of a whole bf16 activation would
+    allocate a float32 copy of it, and on a CPU a fresh tensor that size costs its page faults,
+    several times the sum itself; a block's copy stays in cache.
+
+    Example:
+        >>> x = torch.randn(2, 3, 4, 4).to(torch.bfloat16)
+        >>> m = centered_pixel_means(x, torch.ones(3))
+        >>> m.dtype, torch.allclose(m, (x.float() - 1).mean((2, 3)))
+        (torch.float32, True)
+    """
+    if not (x.is_contiguous() or channels_last(x)):
+        x = x.contiguous()
+    acc = accumulation_dtype(x.dtype)
+    rows, dim, starts = _sample_blocks(x)
+    center = as_dtype(center, acc)
+    means = torch.empty(x.shape[:2], dtype=acc, device=x.device)
+    step = starts.step
+    for start in starts:
+        block, out = rows[start : start + step], means[start : start + step]
+        if x.dtype == acc:
+            torch.sum(block - (center if dim == 1 else center[:, None]), dim, out=out)
+        else:
+            torch.sum(block, dim, dtype=acc, out=out)
+    pixels = x.shape[2] * x.shape[3]
+    if x.dtype == acc:
+        return means.div_(pixels)
+    return torch.sub(means.div_(pixels), center, out=means)
+
+
+def affine_of_input(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    r""":math:`y_{nchw} = x_{nchw} A_{nc} + B_{nc}`, computed in the accumulation dtype
+    (float32 for a half-precision ``x``) and rounded once to ``x``'s dtype, in ``x``'s layout;
+    ``scale`` and ``shift`` are (N, C) in the accumulation dtype.
+
+    Contiguous: :func:`per_channel_affine` (BatchNorm's inference kernel, which computes in
+    float32 for a half-precision input). channels_last: one ``torch.addcmul`` on the (N, HW, C)
+    views where ``x`` has the accumulation dtype; otherwise block by block (as in
+    :func:`centered_pixel_means`), each block converted, mapped in float32 and written back
+    in ``x``'s dtype, so that no activation-sized float32 tensor is allocated."""
+    if not (x.is_contiguous() or channels_last(x)):
+        x = x.contiguous()
+    if not channels_last(x):
+        return per_channel_affine(x, scale, shift)
+    y = torch.empty_like(x)
+    rows, out_rows = _pixels_by_channel(x), _pixels_by_channel(y)
+    scale, shift = scale[:, None], shift[:, None]  # (N, 1, C)
+    if x.dtype == scale.dtype:
+        torch.addcmul(shift, rows, scale, out=out_rows)
+        return y
+    _, _, starts = _sample_blocks(x)
+    step = starts.step
+    for start in starts:
+        part = slice(start, start + step)
+        out_rows[part].copy_(torch.addcmul(shift[part], rows[part].to(scale.dtype), scale[part]))
+    return y
+
+
 class Coefficients(Protocol):
     """DN's arithmetic between the two passes: ``forward(m, q) -> (A, B)``, each (N, C) or
     (C,), and its ``backward(dL/dA, dL/dB, needs) -> (dL/dm, dL/dq, weight gradients)``

@@ -1,0 +1,80 @@
+"""The trainer's choice of precision per device, and a resumed run keeping its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dnbook.engine import precision
+from dnbook.engine.config import TrainConfig
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+BF16 = {"autocast": "bfloat16", "memory_format": "channels_last", "device": "cpu"}
+FLOAT32 = {"autocast": None, "memory_format": "channels_last", "device": "cpu"}
+
+
+def _cpu(monkeypatch, flags: set[str], onednn_bf16: bool = True) -> None:
+    """Pretend this CPU has ``flags`` (and oneDNN bf16 where ``onednn_bf16``)."""
+    monkeypatch.setattr(precision, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(
+        precision,
+        "cpu_bf16_native",
+        lambda: onednn_bf16 and bool(flags & {"amx_bf16", "avx512_bf16"}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "onednn_bf16", "expected"),
+    [
+        ({"amx_bf16", "avx512_bf16"}, True, True),  # AMX: bf16
+        ({"amx_bf16"}, False, False),  # AMX that oneDNN does not use: float32
+        ({"avx512_bf16"}, True, False),  # AVX-512 BF16 without AMX: float32 (results/bench)
+        ({"avx2"}, True, False),  # no native bf16: float32
+    ],
+)
+@pytest.mark.parametrize("amp", [True, False])
+def test_cpu_runs_bf16_only_with_amx(monkeypatch, flags, onednn_bf16, expected, amp):
+    _cpu(monkeypatch, flags, onednn_bf16)
+    chosen, memory_format = precision.choose(TrainConfig(amp=amp), CPU)
+    assert chosen is (expected and amp)
+    assert memory_format == torch.channels_last
+
+
+@pytest.mark.parametrize("amp", [True, False])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_cuda_runs_bf16_where_the_config_allows(monkeypatch, amp, channels_last):
+    _cpu(monkeypatch, set())
+    chosen, memory_format = precision.choose(
+        TrainConfig(amp=amp, channels_last=channels_last), CUDA
+    )
+    assert chosen is amp
+    assert memory_format == (torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize(("recorded", "expected"), [(BF16, True), (FLOAT32, False)])
+@pytest.mark.parametrize("chosen", [True, False])
+def test_a_resumed_run_keeps_its_recorded_precision(recorded, expected, chosen):
+    if chosen == expected:
+        amp = precision.resumed(TrainConfig(), CPU, recorded, chosen)
+    else:
+        with pytest.warns(UserWarning, match="as its checkpoint's record"):
+            amp = precision.resumed(TrainConfig(), CPU, recorded, chosen)
+    assert amp is expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [({"avx512_bf16"}, True), ({"amx_bf16"}, True), ({"avx2"}, False)]
+)
+def test_a_checkpoint_without_a_record_resumes_under_the_rule_it_was_written_under(
+    monkeypatch, flags, expected
+):
+    """Before checkpoints recorded the precision, every CPU with native bf16 ran bf16."""
+    _cpu(monkeypatch, flags)
+    chosen, _ = precision.choose(TrainConfig(), CPU)
+    if chosen == expected:
+        amp = precision.resumed(TrainConfig(), CPU, None, chosen)
+    else:
+        with pytest.warns(UserWarning, match="the checkpoint has no record"):
+            amp = precision.resumed(TrainConfig(), CPU, None, chosen)
+    assert amp is expected
+    assert precision.resumed(TrainConfig(amp=False), CPU, None, False) is False
