@@ -17,10 +17,12 @@ outputs become :math:`\alpha, \lambda`, their initialization, or whether DN-B po
 the normalized feature. Those are the layer's design options below. The SC-module reads the
 raw input by default: the rule of :mod:`dnbook.claims.design`, written before the runs, chose it
 over the normalized feature on the ``dnb_design_v2`` study (ResNet-18 on full CIFAR-10, three
-seeds at two learning rates, BN as the control), which kept the other defaults (ReLU,
-alpha = 2 sigmoid(s), lambda = tanh(t), no FC1 bias, r = 16) because no alternative beat them
-there. FC2's zero initialization comes from the older ``dnb_design`` experiment at a scale too
-small to learn. Chapter 5 shows every variant; ``results/cpu/README.md`` has the numbers.
+seeds at two learning rates, BN as the control). The rule changes one choice at a time, so the
+other defaults (ReLU, alpha = 2 sigmoid(s), lambda = tanh(t), no FC1 bias, r = 16) are the ones
+the study started from; an FC1 bias also beat that start there, by less, and the two together
+were not trained. FC2's zero initialization comes from the older ``dnb_design`` experiment at a
+scale too small to learn. Chapter 5 shows every variant; ``results/cpu/README.md`` has the
+numbers.
 """
 
 from __future__ import annotations
