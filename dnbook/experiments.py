@@ -404,6 +404,7 @@ EXPERIMENTS[CPU_PILOT.name] = CPU_PILOT
 
 # -- DN-B's open design, settled where BN learns (issue 14, part 1; not in the paper) ---------
 
+
 # Each variant changes one choice against the incumbent, DynamicNorm2d's default when the study
 # was registered: alpha = 2 sigmoid(s) and lambda = tanh(t) (both bounded), the SC-module pooling
 # the normalized feature, FC1 without a bias, r = 16. The study moved the default SC input to the
