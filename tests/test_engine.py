@@ -271,18 +271,23 @@ def test_a_nan_gradient_is_named_by_the_module_that_produced_it():
     }
 
 
+def stop_after_first_epoch(cfg, checkpoint):
+    """Train ``cfg`` with a checkpoint at ``checkpoint`` and interrupt it after epoch 1."""
+
+    def interrupt(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(cfg, checkpoint_path=checkpoint, on_epoch_end=interrupt)
+
+
 def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
     cfg = config()
     straight = quiet_train(cfg)
 
     checkpoint = tmp_path / "run.pt"
-
-    def interrupt_after_first_epoch(row):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        quiet_train(cfg, checkpoint_path=checkpoint, on_epoch_end=interrupt_after_first_epoch)
+    stop_after_first_epoch(cfg, checkpoint)
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
     torch.manual_seed(123)  # whatever the global RNG did since, resuming restores it
     resumed = quiet_train(cfg, checkpoint_path=checkpoint)
@@ -306,13 +311,7 @@ def test_a_resumed_run_keeps_the_precision_its_checkpoint_records(tmp_path, monk
     monkeypatch.setattr(precision, "bf16_pays", lambda device: False)  # new runs: float32
     cfg = config(epochs=2)
     checkpoint = tmp_path / "run.pt"
-
-    def interrupt_after_first_epoch(row):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        quiet_train(cfg, checkpoint_path=checkpoint, on_epoch_end=interrupt_after_first_epoch)
+    stop_after_first_epoch(cfg, checkpoint)
     state = torch.load(checkpoint, weights_only=False)
     assert state["precision"]["autocast"] is None and state["precision"]["device"] == "cpu"
     state["precision"]["autocast"] = "bfloat16"  # as if started where bf16 was chosen

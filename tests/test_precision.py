@@ -51,14 +51,19 @@ def test_cuda_runs_bf16_where_the_config_allows(monkeypatch, amp, channels_last)
     assert memory_format == (torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def _resume(recorded, chosen, expected, warning):
+    """``precision.resumed`` of a CPU run; a warning matching ``warning`` is required exactly
+    when the precision resumed in differs from the one a new run would choose."""
+    if chosen == expected:
+        return precision.resumed(TrainConfig(), CPU, recorded, chosen)
+    with pytest.warns(UserWarning, match=warning):
+        return precision.resumed(TrainConfig(), CPU, recorded, chosen)
+
+
 @pytest.mark.parametrize(("recorded", "expected"), [(BF16, True), (FLOAT32, False)])
 @pytest.mark.parametrize("chosen", [True, False])
 def test_a_resumed_run_keeps_its_recorded_precision(recorded, expected, chosen):
-    if chosen == expected:
-        amp = precision.resumed(TrainConfig(), CPU, recorded, chosen)
-    else:
-        with pytest.warns(UserWarning, match="as its checkpoint's record"):
-            amp = precision.resumed(TrainConfig(), CPU, recorded, chosen)
+    amp = _resume(recorded, chosen, expected, warning="as its checkpoint's record")
     assert amp is expected
 
 
@@ -71,10 +76,6 @@ def test_a_checkpoint_without_a_record_resumes_under_the_rule_it_was_written_und
     """Before checkpoints recorded the precision, every CPU with native bf16 ran bf16."""
     _cpu(monkeypatch, flags)
     chosen, _ = precision.choose(TrainConfig(), CPU)
-    if chosen == expected:
-        amp = precision.resumed(TrainConfig(), CPU, None, chosen)
-    else:
-        with pytest.warns(UserWarning, match="the checkpoint has no record"):
-            amp = precision.resumed(TrainConfig(), CPU, None, chosen)
+    amp = _resume(None, chosen, expected, warning="the checkpoint has no record")
     assert amp is expected
     assert precision.resumed(TrainConfig(amp=False), CPU, None, False) is False
