@@ -50,6 +50,12 @@ def dnb(r: int = 16, g: int | str = 1) -> str:
     return f"dnb:r={r},g={g}"
 
 
+def dnb_before_v2(spec: str) -> str:
+    """``spec`` with DN-B's SC input as it was before the ``dnb_design_v2`` study moved the
+    default to the raw input (the normalized feature); other specs unchanged."""
+    return with_option(spec, "dnb", f"input={DNB_INPUT_BEFORE_V2}")
+
+
 def dnc(merge: str) -> str:
     """The norm spec of DN-C(16) with the E[X]/Std[X] branches merged after ``fc1`` or ``fc2``.
 
@@ -350,7 +356,7 @@ EXPERIMENTS[DNB_DESIGN.name] = DNB_DESIGN
 CPU_SWEEP_LRS = (0.025, 0.05, 0.1, 0.2, 0.4)
 SWEEP_NORMS = {
     "BN": "bn",
-    "DN-B normalized input": with_option(dnb(16, 1), "dnb", f"input={DNB_INPUT_BEFORE_V2}"),
+    "DN-B normalized input": dnb_before_v2(dnb(16, 1)),
     "DN-B": dnb(16, 1),
 }
 
@@ -410,26 +416,21 @@ EXPERIMENTS[CPU_PILOT.name] = CPU_PILOT
 # the normalized feature, FC1 without a bias, r = 16. The study moved the default SC input to the
 # raw feature (dnbook.claims.design's rule), so every variant but the raw input's names the old
 # input explicitly: the specs keep the layers (and the hashes) they were trained with.
-def _before_v2(spec: str) -> str:
-    """``spec`` with DN-B's SC input as it was before this study (the normalized feature)."""
-    return with_option(spec, "dnb", f"input={DNB_INPUT_BEFORE_V2}")
-
-
 DESIGN_V2_NORMS = {
     "BN": "bn",
-    "DN-B old default": _before_v2(dnb(16, 1)),
+    "DN-B old default": dnb_before_v2(dnb(16, 1)),
     # the paper's #p fits with an FC1 bias (16 of 16 rows, against 15 of 16 without)
-    "DN-B fc1 bias": _before_v2(f"{dnb(16, 1)},fc1_bias=true"),
+    "DN-B fc1 bias": dnb_before_v2(f"{dnb(16, 1)},fc1_bias=true"),
     # the paper's wording: the SC-module reads the "original input features"
     "DN-B raw input": f"{dnb(16, 1)},input=raw",
     # alpha = 1 + s, lambda = t: unbounded, the paper's equations read literally
-    "DN-B unbounded": _before_v2(f"{dnb(16, 1)},scale=linear,shift=linear"),
+    "DN-B unbounded": dnb_before_v2(f"{dnb(16, 1)},scale=linear,shift=linear"),
     # r = 4 at width 0.25 gives the SC-module the hidden widths r = 16 has at width 1.0
-    "DN-B r=4": _before_v2(dnb(4, 1)),
+    "DN-B r=4": dnb_before_v2(dnb(4, 1)),
     # not the paper's layer: a learnable per-channel base affine under the generated one,
     # alpha = weight * 2 sigmoid(s), lambda = bias + tanh(t) (as IEBN and RBN do); it adds 2C
     # parameters a layer, so the rule reports it and never chooses it (dnbook.claims.design)
-    "DN-B base affine (book's own)": _before_v2(f"{dnb(16, 1)},base_affine=true"),
+    "DN-B base affine (book's own)": dnb_before_v2(f"{dnb(16, 1)},base_affine=true"),
 }
 DESIGN_V2_LRS = (0.2, 0.5)  # lr* and 2.5 lr*, in the paper's units
 DESIGN_V2_VARIANTS = _lr_sweep(DESIGN_V2_NORMS, DESIGN_V2_LRS, model="resnet18") + _lr_sweep(
