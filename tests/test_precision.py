@@ -79,3 +79,32 @@ def test_a_checkpoint_without_a_record_resumes_under_the_rule_it_was_written_und
     amp = _resume(None, chosen, expected, warning="the checkpoint has no record")
     assert amp is expected
     assert precision.resumed(TrainConfig(amp=False), CPU, None, False) is False
+
+
+@pytest.mark.parametrize(
+    ("setting", "flags", "expected"),
+    [
+        ("bf16", {"avx512_bf16"}, True),  # the rule says float32; the override says bf16
+        ("off", {"amx_bf16"}, False),  # the rule says bf16; the override says float32
+        ("auto", {"avx512_bf16"}, False),
+        ("", {"amx_bf16"}, True),
+    ],
+)
+def test_dnbook_autocast_overrides_the_rule_and_is_recorded(
+    monkeypatch, setting, flags, expected
+):
+    _cpu(monkeypatch, flags)
+    monkeypatch.setenv(precision.AUTOCAST_ENV, setting)
+    chosen, memory_format = precision.choose(TrainConfig(), CPU)
+    assert chosen is expected
+    assert precision.choose(TrainConfig(amp=False), CPU)[0] is False
+    by = precision.record(chosen, memory_format, CPU)["chosen_by"]
+    assert by == ("rule" if setting in ("", "auto") else f"DNBOOK_AUTOCAST={setting}")
+
+
+@pytest.mark.parametrize(("setting", "flags"), [("bf16", {"avx2"}), ("fp16", {"amx_bf16"})])
+def test_dnbook_autocast_refuses_what_it_cannot_do(monkeypatch, setting, flags):
+    _cpu(monkeypatch, flags)
+    monkeypatch.setenv(precision.AUTOCAST_ENV, setting)
+    with pytest.raises(ValueError, match="DNBOOK_AUTOCAST"):
+        precision.choose(TrainConfig(), CPU)

@@ -54,6 +54,7 @@ class Loop:
         self.num_classes = len(splits.classes)
         self.topk = 5 if self.num_classes >= 100 else 1
         self.amp, self.memory_format = precision.choose(config, device)
+        self.precision_by = precision.chosen_by()
 
         stats = {"mean": splits.mean, "std": splits.std, "device": device}
         # Every process draws the same seeded permutation and takes its own slice of it
@@ -292,7 +293,9 @@ class Loop:
             "best": self.best,
             "wall_time_s": self.wall_time_s(),
             # the precision the run trains in, kept on resuming (precision.resumed)
-            "precision": precision.record(self.amp, self.memory_format, self.device),
+            "precision": precision.record(
+                self.amp, self.memory_format, self.device, self.precision_by
+            ),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -308,4 +311,6 @@ class Loop:
         if self.probe is not None:
             self.probe.points = state.get("saturation_points") or []
         self.best, self.earlier_sessions_s = state["best"], state["wall_time_s"]
-        self.amp = precision.resumed(self.config, self.device, state.get("precision"), self.amp)
+        recorded = state.get("precision")
+        self.amp = precision.resumed(self.config, self.device, recorded, self.amp)
+        self.precision_by = (recorded or {}).get("chosen_by", "rule")

@@ -9,10 +9,16 @@ runs float32, as every other CPU does. channels_last or contiguous as the config
 
 A run resumed from a checkpoint keeps the precision it started in (:func:`resumed`), whatever
 this machine would choose for a new run.
+
+``DNBOOK_AUTOCAST`` overrides the rule for new runs: ``bf16`` (only where the device computes
+bf16 natively) or ``off``; empty or ``auto`` keeps the rule. It exists so that the runs of one
+table share a precision when they are trained on machines whose rules differ. The result's
+``precision`` record says which decided (``chosen_by``).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -30,10 +36,31 @@ def bf16_pays(device: torch.device) -> bool:
     return device.type == "cpu" and "amx_bf16" in cpu_flags() and cpu_bf16_native()
 
 
+AUTOCAST_ENV = "DNBOOK_AUTOCAST"
+_OVERRIDES = ("auto", "bf16", "off")
+
+
+def override() -> str:
+    """``DNBOOK_AUTOCAST``: ``auto`` (the rule), ``bf16`` or ``off``."""
+    value = os.environ.get(AUTOCAST_ENV, "").strip().lower() or "auto"
+    if value not in _OVERRIDES:
+        raise ValueError(f"{AUTOCAST_ENV} must be one of {', '.join(_OVERRIDES)}; got {value!r}")
+    return value
+
+
 def choose(config: TrainConfig, device: torch.device) -> tuple[bool, torch.memory_format]:
-    """``(bf16 autocast on, memory format)`` of a new run of ``config`` on ``device``."""
+    """``(bf16 autocast on, memory format)`` of a new run of ``config`` on ``device``: the
+    rule (:func:`bf16_pays`), or ``DNBOOK_AUTOCAST`` where set. A config with ``amp=False``
+    always runs float32."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    return config.amp and bf16_pays(device), memory_format
+    forced = override()
+    if forced == "bf16" and device.type == "cpu" and not cpu_bf16_native():
+        raise ValueError(
+            f"{AUTOCAST_ENV}=bf16 needs a CPU that computes bf16 natively (amx_bf16 or "
+            f"avx512_bf16 used by oneDNN); this CPU has neither"
+        )
+    amp = {"auto": bf16_pays(device), "bf16": True, "off": False}[forced]
+    return config.amp and amp, memory_format
 
 
 def _chosen_before_records(config: TrainConfig, device: torch.device) -> bool:
@@ -70,10 +97,20 @@ def autocast(device: torch.device, amp: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
 
-def record(amp: bool, memory_format: torch.memory_format, device: torch.device) -> dict[str, Any]:
-    """The result's ``precision`` field."""
+def chosen_by() -> str:
+    """What decides a new run's precision here: ``rule`` or ``DNBOOK_AUTOCAST=...``."""
+    forced = override()
+    return "rule" if forced == "auto" else f"{AUTOCAST_ENV}={forced}"
+
+
+def record(
+    amp: bool, memory_format: torch.memory_format, device: torch.device, by: str | None = None
+) -> dict[str, Any]:
+    """The result's ``precision`` field; ``by`` says what chose it (default :func:`chosen_by`;
+    a resumed run passes its checkpoint's)."""
     return {
         "autocast": "bfloat16" if amp else None,
+        "chosen_by": by or chosen_by(),
         "memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",
         "device": device.type,
     }

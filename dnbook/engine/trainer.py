@@ -234,5 +234,5 @@ def train(
         best_state=loop.best["state"] if loop.best else None,
         step_curve=step_curve(loop.step_losses, loop.step_lrs),
         saturation=loop.probe.record() if loop.probe is not None else None,
-        precision=precision_record(loop.amp, loop.memory_format, device),
+        precision=precision_record(loop.amp, loop.memory_format, device, loop.precision_by),
     )
