@@ -90,9 +90,7 @@ def test_a_checkpoint_without_a_record_resumes_under_the_rule_it_was_written_und
         ("", {"amx_bf16"}, True),
     ],
 )
-def test_dnbook_autocast_overrides_the_rule_and_is_recorded(
-    monkeypatch, setting, flags, expected
-):
+def test_dnbook_autocast_overrides_the_rule_and_is_recorded(monkeypatch, setting, flags, expected):
     _cpu(monkeypatch, flags)
     monkeypatch.setenv(precision.AUTOCAST_ENV, setting)
     chosen, memory_format = precision.choose(TrainConfig(), CPU)
