@@ -12,7 +12,7 @@ import torch
 
 from dnbook import bench
 from dnbook.models import mobilenet_v2
-from dnbook.norms import DynamicNorm2d, fast_dynamic
+from dnbook.norms import DynamicNorm2d, fast_dynamic, fast_passes
 from dnbook.norms.dynamic import ACTIVATIONS, SCALES, SHIFTS
 from dnbook.norms.fast_dynamic import (
     DynamicNormFunction,
@@ -188,8 +188,11 @@ def test_no_import_cycle_between_the_layer_and_its_functional(module):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("same", [False, True], ids=["a,x", "x,x"])
 @pytest.mark.parametrize("scratch", [False, True])
-def test_spatial_sums(dtype, channels_last, same, scratch):
-    a, x = torch.randn(2, 2, 3, 5, 4, dtype=torch.float64)
+@pytest.mark.parametrize("blocks", [False, True], ids=["one block", "a block per sample"])
+def test_spatial_sums(monkeypatch, dtype, channels_last, same, scratch, blocks):
+    if blocks:  # the half-precision channels_last sums go a block of samples at a time
+        monkeypatch.setattr(fast_passes, "BLOCK_ELEMENTS", 1)
+    a, x = torch.randn(2, 3, 3, 5, 4, dtype=torch.float64)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     a_in, x_in = (t.to(dtype).contiguous(memory_format=memory_format) for t in (a, x))
     if same:  # the forward's call: sum x^2 and sum x from one tensor

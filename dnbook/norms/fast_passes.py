@@ -85,13 +85,7 @@ def spatial_sums(a: Tensor, x: Tensor, scratch: Tensor | None = None) -> tuple[T
     if channels_last(x) and channels_last(a):
         a3, x3 = _pixels_by_channel(a), _pixels_by_channel(x)
         if x.dtype != acc or a.dtype != acc:
-            # a x in float32 for half-precision inputs (a bf16 product keeps 8 bits). Both
-            # operands are converted first: a product of a bf16 and a float32 tensor takes
-            # PyTorch's mixed-dtype loop, many times slower on a CPU than a conversion and a
-            # float32 product (results/bench/README.md)
-            a_acc = a3.to(acc)
-            x_acc = a_acc if x is a else x3.to(acc)
-            return torch.mul(a_acc, x_acc).sum(1), a_acc.sum(1)
+            return _half_spatial_sums(a3, x3, same=x is a, acc=acc)
         if scratch is None:
             product = torch.mul(a3, x3)
         else:
@@ -104,6 +98,30 @@ def spatial_sums(a: Tensor, x: Tensor, scratch: Tensor | None = None) -> tuple[T
         _flat(a), _flat(x), None, zeros, ones, None, None, False, 0.0, [False, True, True]
     )
     return sum_ax.view(n, c), sum_a.view(n, c)
+
+
+def _half_spatial_sums(
+    a3: Tensor, x3: Tensor, same: bool, acc: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """:func:`spatial_sums` of half-precision (N, HW, C) views: :math:`a x` and the sums in
+    float32 (a bf16 product keeps 8 bits). Both operands are converted first: a product of a
+    bf16 and a float32 tensor takes PyTorch's mixed-dtype loop, many times slower on a CPU than
+    a conversion and a float32 product (results/bench/README.md). On a CPU they are converted
+    a block of samples at a time (:func:`_sample_blocks`), so that the float32 copies stay in
+    cache instead of costing an activation-sized allocation's page faults; the sums are the
+    same, sample by sample."""
+    n, _, c = x3.shape
+    sum_ax = torch.empty((n, c), dtype=acc, device=x3.device)
+    sum_a = torch.empty_like(sum_ax)
+    step = max(1, BLOCK_ELEMENTS // max(1, x3[0].numel())) if x3.device.type == "cpu" else n
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        a_acc = a3[part].to(acc)
+        torch.sum(a_acc, 1, out=sum_a[part])
+        # sum_hw a x, with a x written over the block's own float32 copy
+        product = a_acc.square_() if same else x3[part].to(acc).mul_(a_acc)
+        torch.sum(product, 1, out=sum_ax[part])
+    return sum_ax, sum_a
 
 
 def per_channel_affine(
