@@ -8,9 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnbook.claims.design import BOOK_OWN, choose_default, split_label
+from dnbook.claims.design import BOOK_OWN, choose_default, confirm_on_second_model, split_label
 from dnbook.claims.verdicts import TEST
-from dnbook.experiments import DESIGN_V2_INCUMBENT, DESIGN_V2_LRS, EXPERIMENTS
+from dnbook.experiments import (
+    DESIGN_V2_INCUMBENT,
+    DESIGN_V2_LRS,
+    EXPERIMENTS,
+    TRANSFER_CHALLENGER,
+    TRANSFER_INCUMBENT,
+)
 
 SEEDS = (0, 1, 2)
 LRS = (0.2, 0.5)
@@ -121,3 +127,55 @@ def test_a_registered_variant_with_no_runs_is_incomplete(missing):
     choice = choose_default(frame, "DN-B default", expected=expected)
     assert choice.default is None and choice.reason.startswith("incomplete")
     assert f"{missing} at lr 0.2" in choice.reason and f"{missing} at lr 0.5" in choice.reason
+
+
+TRANSFER = {"BN": [66.0, 65.0, 65.5], "DN-B raw": [60.0, 61.0, 59.0]}
+
+
+def test_the_chosen_layer_is_confirmed_where_the_old_one_does_not_beat_it():
+    second = runs({**TRANSFER, "DN-B old": [60.5, 60.0, 59.5]})
+    check = confirm_on_second_model(second, second.iloc[:0], "DN-B raw", "DN-B old")
+    assert check.verdict == "confirmed" and check.pooled is None
+    assert check.default == "DN-B raw"
+
+
+@pytest.mark.parametrize(("first_gain", "expected"), [(0.5, "DN-B old"), (-6.0, "DN-B raw")])
+def test_where_the_old_layer_wins_on_the_second_network_both_networks_decide(first_gain, expected):
+    # the old layer is 4 points better on the second network; on the first it is better by
+    # first_gain: pooled, a small loss there keeps it qualified, a large one does not
+    second = runs({**TRANSFER, "DN-B old": [64.0, 65.5, 62.0]})
+    first = runs(
+        {
+            "BN": [74.0, 73.0, 75.0],
+            "DN-B raw": [73.0, 72.0, 74.5],
+            "DN-B old": [73.0 + first_gain, 72.2 + first_gain, 74.1 + first_gain],
+            "DN-B r=4": 90.0,  # another variant of the first study: never read here
+        }
+    )
+    check = confirm_on_second_model(second, first, "DN-B raw", "DN-B old")
+    assert check.verdict == "did not transfer" and check.second.default == "DN-B old"
+    assert check.pooled is not None and check.pooled.table["pairs"].max() == 12
+    assert check.default == expected
+
+
+def test_the_second_network_incomplete_decides_nothing():
+    second = runs({**TRANSFER, "DN-B old": [70.0, 71.0, 72.0]}).iloc[:-1]
+    check = confirm_on_second_model(second, second, "DN-B raw", "DN-B old")
+    assert check.verdict == "not tested" and check.default is None
+
+
+def test_the_second_network_is_registered_with_the_study_labels():
+    labels = [label for label, _ in EXPERIMENTS["dnb_design_v2_mobilenet"].variants]
+    names = {split_label(label)[0] for label in labels}
+    assert names == {"BN", TRANSFER_INCUMBENT, TRANSFER_CHALLENGER}
+    assert {split_label(label)[1] for label in labels} == set(DESIGN_V2_LRS)
+    # the challenger is the layer the study replaced; the incumbent trains Table 8's runs
+    assert TRANSFER_CHALLENGER == DESIGN_V2_INCUMBENT
+    specs = dict(EXPERIMENTS["dnb_design_v2_mobilenet"].variants)
+    study = dict(EXPERIMENTS["dnb_design_v2"].variants)
+    table8 = dict(EXPERIMENTS["table8"].variants)
+    for lr in DESIGN_V2_LRS:
+        old = specs[f"{TRANSFER_CHALLENGER} lr {lr}"]
+        assert old["norm"] == study[f"{DESIGN_V2_INCUMBENT} lr {lr}"]["norm"]
+        assert specs[f"{TRANSFER_INCUMBENT} lr {lr}"] == table8[f"DN-B(16,1) lr {lr}"]
+        assert specs[f"BN lr {lr}"] == table8[f"BN lr {lr}"]

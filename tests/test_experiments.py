@@ -43,6 +43,7 @@ def _settings(name, profile="ci"):
 BOOK_ONLY = {
     "dnb_design",
     "dnb_design_v2",
+    "dnb_design_v2_mobilenet",
     "table2_low_lr",
     "lr_sweep",
     "cpu_pilot",

@@ -21,6 +21,17 @@ Confidence, said with the choice: a change whose interval starts more than
 :data:`CLEAR_MARGIN` points above zero is a *clear* one; any other change is *narrow*; an
 incumbent that stays because no interval excludes zero is kept *by default*, and the report
 gives the widest interval, i.e. how large a difference the study could have missed.
+
+**The second network** (:func:`confirm_on_second_model`, written before the MobileNetV2 runs
+of the old default were trained). The chosen layer is checked on MobileNetV2 against the
+layer it replaced, at the same two learning rates and seeds:
+
+5. The same rule runs on MobileNetV2 alone, with the chosen layer as the incumbent and the
+   replaced layer as the only candidate. If the replaced layer does not qualify, the choice
+   is *confirmed* on the second network.
+6. If it does qualify, the choice did not transfer, and the default is decided again by the
+   same rule over both networks' pairs pooled (ResNet-18's and MobileNetV2's), with the
+   chosen layer as the incumbent. The chapter reports both networks either way.
 """
 
 from __future__ import annotations
@@ -183,3 +194,67 @@ def choose_default(
         confidence,
         table,
     )
+
+
+SECOND_MODEL_RULE = (
+    "On MobileNetV2 the same rule runs with today's default as the incumbent and the layer it "
+    "replaced as the only candidate (lr* and 2.5 lr*, paired by seed). If the replaced layer "
+    "does not qualify, the choice is confirmed. If it qualifies, the default is decided again "
+    "by the same rule over both networks' pairs pooled, today's default the incumbent."
+)
+
+_SEED_OFFSET = 1_000
+"""Added to the second network's seeds when the two networks' runs are pooled, so that a pair
+is (network, lr, seed)."""
+
+
+@dataclass(frozen=True)
+class TransferCheck:
+    """:func:`confirm_on_second_model`'s outcome: the verdict on the second network
+    (``"confirmed"``, ``"did not transfer"`` or ``"not tested"``), the rule's choice on it
+    alone, and where it did not transfer, the choice over both networks pooled."""
+
+    verdict: str
+    second: DesignChoice
+    pooled: DesignChoice | None
+
+    @property
+    def default(self) -> str | None:
+        """The default the rule leaves: the pooled choice where there is one."""
+        return (self.pooled or self.second).default
+
+
+def confirm_on_second_model(
+    second: pd.DataFrame,
+    first: pd.DataFrame,
+    incumbent: str,
+    challenger: str,
+    control: str = "BN",
+    dataset: str = "cifar10",
+    expected: Sequence[str] = (),
+) -> TransferCheck:
+    """Rules 5 and 6 of the module docstring.
+
+    Args:
+        second: the second network's runs (``variant``, ``seed``, ``status``, ``train_loss``,
+            test accuracy), labelled as in the study; only ``control``, ``incumbent`` and
+            ``challenger`` are read.
+        first: the study's runs on the first network, with the same labels for the two layers.
+        incumbent: the chosen layer (today's default); challenger: the layer it replaced.
+        control, dataset: as in :func:`choose_default`.
+        expected: the second network's registered labels (incomplete until all are stored).
+    """
+    names = (control, incumbent, challenger)
+
+    def only(runs: pd.DataFrame) -> pd.DataFrame:
+        return runs[[split_label(v)[0] in names for v in runs["variant"].astype(str)]]
+
+    second = only(second)
+    choice = choose_default(second, incumbent, control, dataset, expected=expected)
+    if choice.default is None:
+        return TransferCheck("not tested", choice, None)
+    if choice.default == incumbent:
+        return TransferCheck("confirmed", choice, None)
+    shifted = second.assign(seed=second["seed"] + _SEED_OFFSET)
+    pooled = choose_default(pd.concat([only(first), shifted]), incumbent, control, dataset)
+    return TransferCheck("did not transfer", choice, pooled)
