@@ -2,7 +2,8 @@
 variant and learning rate, the mean over seeds with the seeds' range shaded.
 
     python benchmarks/plot_saturation.py --profile cpu
-    python benchmarks/plot_saturation.py --profile cpu --only "^DN-B (default|raw input)"
+    python benchmarks/plot_saturation.py --profile cpu --only "^DN-B (old default|raw input)"
+    python benchmarks/plot_saturation.py --profile cpu --experiment table8 --only "^DN-B"
 
 reads the ``saturation`` record (``dnbook.engine.saturation``) of every stored run of
 ``--experiment`` (default ``dnb_design_v2``) whose variant label matches ``--only``, pooled over
@@ -19,28 +20,19 @@ import re
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from dnbook.engine import get_profile  # noqa: E402
 from dnbook.engine.environment import REPO_ROOT  # noqa: E402
-from dnbook.engine.saturation import METRICS  # noqa: E402
-from dnbook.report import experiment_runs  # noqa: E402
-
-TITLES = {
-    "alpha_saturated": "alpha within 0.02 of 0 or 2",
-    "lambda_saturated": "lambda within 0.02 of -1 or 1",
-    "fc1_dead_units": "FC1 units off on every probe image",
-    "fc1_zero_images": "images with every FC1 unit off (layer = BN)",
-}
+from dnbook.report import experiment_runs, plot_saturation  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--experiment", default="dnb_design_v2")
-    parser.add_argument("--only", default="^DN-B default", help="regex on the variant label")
+    parser.add_argument(
+        "--only", default="^DN-B (old default|raw input)", help="regex on the variant label"
+    )
     parser.add_argument("--group", default="all", choices=("all", "first", "last"))
     args = parser.parse_args()
     profile = get_profile(args.profile)
@@ -56,38 +48,7 @@ def main() -> int:
     )
     if not probed:
         return 1
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
-    rows = []
-    by_line: dict[str, list[dict]] = {}
-    for r in probed:
-        by_line.setdefault(variants[r["hash"]], []).append(r)
-        record = r["saturation"]
-        rows.append(
-            {"variant": variants[r["hash"]], "seed": r["seed"], "hash": r["hash"]}
-            | {k: record[args.group][k][-1] for k in METRICS}
-        )
-    for ax, metric in zip(axes.flat, METRICS, strict=True):
-        for label, runs in sorted(by_line.items()):
-            steps = min((r["saturation"]["step"] for r in runs), key=len)
-            values = np.array(
-                [r["saturation"][args.group][metric][: len(steps)] for r in runs], dtype=float
-            )
-            if np.isnan(values).all():
-                continue
-            line = ax.plot(steps, 100 * values.mean(0), label=f"{label} ({len(runs)} seeds)")[0]
-            ax.fill_between(
-                steps,
-                100 * values.min(0),
-                100 * values.max(0),
-                color=line.get_color(),
-                alpha=0.2,
-                linewidth=0,
-            )
-        ax.set_title(TITLES[metric], fontsize=9)
-        ax.set_ylabel("%")
-    for ax in axes[1]:
-        ax.set_xlabel("optimizer step")
-    axes[0, 0].legend(fontsize=7)
+    fig, table = plot_saturation(probed, variants, args.group)
     fig.suptitle(
         f"{args.experiment} at profile {profile.name}, DN-B layers: {args.group}; "
         "mean over seeds, shaded: the seeds' range"
@@ -96,7 +57,6 @@ def main() -> int:
     out_dir = REPO_ROOT / "results" / profile.name
     png = out_dir / f"saturation_{args.experiment}.png"
     fig.savefig(png, dpi=110)
-    table = pd.DataFrame(rows).sort_values(["variant", "seed"])
     table.to_csv(png.with_suffix(".csv"), index=False, float_format="%.5f")
     print(table.to_markdown(index=False, floatfmt=".4f"))
     print(f"wrote {png}")

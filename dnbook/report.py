@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
@@ -21,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from dnbook._io import write_text
 from dnbook.engine import load_results, results_dir, store
 from dnbook.engine.profiles import Profile, get_profile
+from dnbook.engine.saturation import METRICS as SATURATION_METRICS
 from dnbook.engine.store import PROFILE_ORDER as PROFILE_ORDER
 from dnbook.engine.store import curves_frame as curves_frame
 from dnbook.engine.store import runs_frame as runs_frame
@@ -158,6 +160,57 @@ def plot_curves(curves: pd.DataFrame, path: Path, title: str) -> Path:
     grid.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(grid.figure)
     return path
+
+
+SATURATION_TITLES = {
+    "alpha_saturated": "alpha within 0.02 of 0 or 2",
+    "lambda_saturated": "lambda within 0.02 of -1 or 1",
+    "fc1_dead_units": "FC1 units off on every probe image",
+    "fc1_zero_images": "images with every FC1 unit off (layer = BN)",
+}
+
+
+def plot_saturation(
+    results: list[dict], labels: dict[str, str], group: str = "all"
+) -> tuple[plt.Figure, pd.DataFrame]:
+    """DN-B's SC-module over training, from the ``saturation`` records of stored ``results``
+    (``dnbook.engine.saturation``): one panel per metric, one line per label (the mean over
+    its seeds, shaded between the seeds' extremes) against the optimizer step. ``labels`` maps
+    a result's hash to its line's label; ``group`` is ``"all"`` (every DN-B layer pooled),
+    ``"first"`` or ``"last"``. Results without a record are left out. Returns the figure and
+    the final values per run (fractions, one row per run)."""
+    probed = [r for r in results if r.get("saturation") and r["hash"] in labels]
+    by_line: dict[str, list[dict]] = {}
+    for r in probed:
+        by_line.setdefault(labels[r["hash"]], []).append(r)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for ax, metric in zip(axes.flat, SATURATION_METRICS, strict=True):
+        for label, runs in sorted(by_line.items()):
+            steps = min((r["saturation"]["step"] for r in runs), key=len)
+            values = np.array(
+                [r["saturation"][group][metric][: len(steps)] for r in runs], dtype=float
+            )
+            if np.isnan(values).all():
+                continue
+            line = ax.plot(steps, 100 * values.mean(0), label=f"{label} ({len(runs)} seeds)")[0]
+            ax.fill_between(
+                steps, 100 * values.min(0), 100 * values.max(0),
+                color=line.get_color(), alpha=0.2, linewidth=0,
+            )  # fmt: skip
+        ax.set_title(SATURATION_TITLES[metric], fontsize=9)
+        ax.set_ylabel("%")
+    for ax in axes[1]:
+        ax.set_xlabel("optimizer step")
+    axes[0, 0].legend(fontsize=7)
+    final = pd.DataFrame(
+        [
+            {"variant": labels[r["hash"]], "seed": r["seed"], "hash": r["hash"]}
+            | {k: r["saturation"][group][k][-1] for k in SATURATION_METRICS}
+            for r in probed
+        ],
+        columns=["variant", "seed", "hash", *SATURATION_METRICS],
+    )
+    return fig, final.sort_values(["variant", "seed"]).reset_index(drop=True)
 
 
 def _section(title: str, notes: str, runs: pd.DataFrame, curves: pd.DataFrame, png: Path) -> str:
