@@ -191,8 +191,8 @@ def _field(result: dict[str, Any], key: str) -> Any:
 
 def results_frame(results: list[dict[str, Any]]):
     """A pandas DataFrame with one row per run: the config fields as columns, then status,
-    final metrics, the optimizer steps it took, hash, wall time, and the divergence step and
-    layer where there is one."""
+    final metrics, the epochs and optimizer steps it took (``epochs_done``, ``steps_done``),
+    hash, wall time, and the divergence step and layer where there is one."""
     rows = []
     for result in results:
         divergence = result.get("divergence") or {}
@@ -203,7 +203,7 @@ def results_frame(results: list[dict[str, Any]]):
                 "status": result["status"],
                 **(result.get("final") or {}),
                 "epochs_done": len(result["curves"]),
-                "steps": result.get("steps"),
+                "steps_done": result.get("steps"),
                 "diverged_step": divergence.get("step"),
                 "diverged_module": first.get("module"),
                 "hash": result["hash"],
