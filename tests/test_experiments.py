@@ -44,6 +44,7 @@ BOOK_ONLY = {
     "dnb_design",
     "dnb_design_v2",
     "dnb_design_v2_mobilenet",
+    "table8_normalized_input",
     "table2_low_lr",
     "lr_sweep",
     "cpu_pilot",
