@@ -20,7 +20,10 @@ over the normalized feature on the ``dnb_design_v2`` study (ResNet-18 on full CI
 seeds at two learning rates, BN as the control). The rule changes one choice at a time, so the
 other defaults (ReLU, alpha = 2 sigmoid(s), lambda = tanh(t), no FC1 bias, r = 16) are the ones
 the study started from; an FC1 bias also beat that start there, by less, and the two together
-were not trained. FC2's zero initialization comes from the older ``dnb_design`` experiment at a
+were not trained. Checked on MobileNetV2 by the same rule (``dnb_design_v2_mobilenet``), the
+choice did not transfer: there the normalized feature is the better input. Pooled over both
+networks neither input wins, so the raw one stays by the rule's default, not by evidence, and
+``sc_input="normalized"`` is the layer to compare against on MobileNetV2. FC2's zero initialization comes from the older ``dnb_design`` experiment at a
 scale too small to learn. Chapter 5 shows every variant; ``results/cpu/README.md`` has the
 numbers.
 """
