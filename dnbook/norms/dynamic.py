@@ -23,9 +23,9 @@ the study started from; an FC1 bias also beat that start there, by less, and the
 were not trained. Checked on MobileNetV2 by the same rule (``dnb_design_v2_mobilenet``), the
 choice did not transfer: there the normalized feature is the better input. Pooled over both
 networks neither input wins, so the raw one stays by the rule's default, not by evidence, and
-``sc_input="normalized"`` is the layer to compare against on MobileNetV2. FC2's zero initialization comes from the older ``dnb_design`` experiment at a
-scale too small to learn. Chapter 5 shows every variant; ``results/cpu/README.md`` has the
-numbers.
+``sc_input="normalized"`` is the layer to compare against on MobileNetV2. FC2's zero
+initialization comes from the older ``dnb_design`` experiment at a scale too small to learn.
+Chapter 5 shows every variant; ``results/cpu/README.md`` has the numbers.
 """
 
 from __future__ import annotations
