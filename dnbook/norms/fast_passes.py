@@ -113,7 +113,7 @@ def _half_spatial_sums(
     n, _, c = x3.shape
     sum_ax = torch.empty((n, c), dtype=acc, device=x3.device)
     sum_a = torch.empty_like(sum_ax)
-    step = max(1, BLOCK_ELEMENTS // max(1, x3[0].numel())) if x3.device.type == "cpu" else n
+    step = _samples_per_block(x3[0].numel(), n, x3.device)
     for start in range(0, n, step):
         part = slice(start, start + step)
         a_acc = a3[part].to(acc)
@@ -185,8 +185,13 @@ def _sample_blocks(x: Tensor) -> tuple[Tensor, int, range]:
     about :data:`BLOCK_ELEMENTS` on a CPU, one block of all samples elsewhere."""
     n, c, h, w = x.shape
     rows, dim = (_pixels_by_channel(x), 1) if channels_last(x) else (x.view(n, c, h * w), 2)
-    step = max(1, BLOCK_ELEMENTS // max(1, c * h * w)) if x.device.type == "cpu" else n
-    return rows, dim, range(0, n, step)
+    return rows, dim, range(0, n, _samples_per_block(c * h * w, n, x.device))
+
+
+def _samples_per_block(per_sample: int, n: int, device: torch.device) -> int:
+    """Samples in one block of the block-wise passes: about :data:`BLOCK_ELEMENTS` elements on
+    a CPU (at least one sample), all ``n`` elsewhere."""
+    return max(1, BLOCK_ELEMENTS // max(1, per_sample)) if device.type == "cpu" else n
 
 
 def centered_pixel_means(x: Tensor, center: Tensor) -> Tensor:
