@@ -700,6 +700,60 @@ def test_ledger_has_one_row_per_claim(tmp_path):
     assert set(table["verdict"]) <= set(VERDICTS)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "plus", "minus"),
+    [
+        ("DN-B(16,1)", "DN-B x", ("DN-B x lr 0.5", "BN lr 0.2"), ("DN-B x lr 0.2", "BN lr 0.5")),
+        ("BN", "BN y", ("DN-B(16,1) lr 0.5", "BN y lr 0.2"), ("DN-B(16,1) lr 0.2", "BN y lr 0.5")),
+    ],
+)
+def test_relabeled_renames_one_variant_and_keeps_the_rule(old, new, plus, minus):
+    rule = _drop_less("DN-B(16,1)", "BN", "lr 0.5", "lr 0.2")
+    moved = rule.relabeled(old, new)
+    assert (moved.plus, moved.minus) == (plus, minus)
+    assert moved.threshold == rule.threshold and moved.metric == rule.metric
+
+
+def test_relabeled_needs_a_variant_to_rename():
+    # "DN-B(16" is not a whole word of any label
+    for old in ("DN-C", "DN-B(16"):
+        with pytest.raises(ValueError, match="expected a variant of"):
+            _drop_less("DN-B(16,1)", "BN", "lr 0.5", "lr 0.2").relabeled(old, "x")
+
+
+@pytest.mark.parametrize(("dnb_acc", "verdict"), [(50.0, FAILS), (64.0, HOLDS)])
+def test_reread_applies_a_claims_rule_to_another_experiment(tmp_path, dnb_acc, verdict):
+    """table8_normalized_input: BN drops 6 points from lr 0.2 to 0.5 in every seed, the
+    renamed DN-B loses 0 (holds) or 10 (does not hold); the ledger's own claim reads table8,
+    where nothing is stored."""
+    new = "DN-B(16,1) normalized input"
+    _store_variant(tmp_path, "cpu", "table8_normalized_input", "BN lr 0.2", 60.0)
+    _store_variant(tmp_path, "cpu", "table8_normalized_input", "BN lr 0.5", 54.0)
+    _store_variant(tmp_path, "cpu", "table8_normalized_input", f"{new} lr 0.2", 60.0)
+    _store_variant(tmp_path, "cpu", "table8_normalized_input", f"{new} lr 0.5", dnb_acc)
+    table = claims.reread(
+        ["dnb_lr05_loses_less"], "table8_normalized_input", "DN-B(16,1)", new, tmp_path
+    )
+    assert list(table["id"]) == ["dnb_lr05_loses_less"]
+    assert (table["verdict"].iloc[0], table["profile"].iloc[0]) == (verdict, "cpu")
+    assert math.isclose(table["mean"].iloc[0], dnb_acc - 60.0 + 6.0)
+    ledger = claims.ledger([c for c in CLAIMS if c.id == "dnb_lr05_loses_less"], tmp_path)
+    assert ledger["verdict"].iloc[0] == NOT_TESTED
+
+
+@pytest.mark.parametrize(
+    ("ids", "experiment", "message"),
+    [
+        (["no_such_claim"], "table8_normalized_input", "unknown claim"),
+        (["dnb_lr05_stable"], "no_such_experiment", "expected an experiment"),
+        (["test_batch"], "table8_normalized_input", "expected a paired-gain rule"),
+    ],
+)
+def test_reread_rejects_what_it_cannot_reread(tmp_path, ids, experiment, message):
+    with pytest.raises(ValueError, match=message):
+        claims.reread(ids, experiment, "DN-B(16,1)", "x", tmp_path)
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line
 

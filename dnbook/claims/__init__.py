@@ -18,7 +18,7 @@ Chapters never compute a verdict themselves: they call :func:`show` with their o
 """
 
 from dnbook.claims.exact import CountOrder, MatchesPaperColumn, MultAddsIncrease, count
-from dnbook.claims.ledger import CLAIMS, Claim, Rule, ledger
+from dnbook.claims.ledger import CLAIMS, Claim, Rule, ledger, reread
 from dnbook.claims.measured import ClassMeansAlike, TestBatchInvariance
 from dnbook.claims.rules import NaNOutcome, PairedGain, TrainingOutcome
 from dnbook.claims.show import (
@@ -92,6 +92,7 @@ __all__ = [
     "paired_interval",
     "printed_verdicts",
     "records",
+    "reread",
     "show",
     "side_of",
     "thresholds",

@@ -5,7 +5,7 @@ chapter that shows it and its verdict rule (fixed in code before the runs it jud
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +15,7 @@ from dnbook.claims.measured import ClassMeansAlike, TestBatchInvariance
 from dnbook.claims.rules import NaNOutcome, PairedGain, TrainingOutcome
 from dnbook.claims.verdicts import Evaluation
 from dnbook.engine.store import ResultsStore
+from dnbook.experiments import EXPERIMENTS
 
 Rule = (
     PairedGain
@@ -416,3 +417,34 @@ def ledger(
             }
         )
     return pd.DataFrame(rows)
+
+
+def reread(
+    ids: Sequence[str],
+    experiment: str,
+    old: str,
+    new: str,
+    results_root: str | Path | None = None,
+) -> pd.DataFrame:
+    """The rules of the claims ``ids`` applied, unchanged, to another experiment's runs, in
+    which the variant the claims call ``old`` is called ``new`` (see
+    :meth:`PairedGain.relabeled`): a sensitivity check of one reading of the paper, such as
+    ``table8_normalized_input`` (Table 8 with DN-B's SC-module pooling the normalized
+    feature). The rows are :func:`ledger`'s, evaluated on ``experiment``; they are not the
+    ledger's verdicts, which read each claim's own experiment."""
+    known = {c.id: c for c in CLAIMS}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ValueError(f"unknown claim id(s) {unknown}; known: {sorted(known)}")
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"expected an experiment of the registry, got {experiment!r}")
+    chosen = []
+    for i in ids:
+        claim = known[i]
+        if not isinstance(claim.rule, PairedGain):
+            raise ValueError(
+                f"claim {i!r}: expected a paired-gain rule, got {type(claim.rule).__name__}"
+            )
+        rule = claim.rule.relabeled(old, new)
+        chosen.append(replace(claim, experiments=(experiment,), rule=rule))
+    return ledger(chosen, results_root)

@@ -9,7 +9,7 @@ first asks whether those runs can test the claim at all
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -114,6 +114,27 @@ class PairedGain:
             return self.baseline
         bn = tuple(v for v in self.variants if v.split()[0] == "BN" and v not in self.may_fail)
         return bn or self.minus[:1]
+
+    def relabeled(self, old: str, new: str) -> PairedGain:
+        """The same rule on variants named ``new`` where this one names ``old`` (a label, or
+        the part of a label before a space: ``old="DN-B(16,1)"`` turns ``"DN-B(16,1) lr 0.5"``
+        into ``new + " lr 0.5"``); every other label, and every threshold, unchanged."""
+
+        def swap(labels: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(
+                new + label[len(old) :] if label == old or label.startswith(f"{old} ") else label
+                for label in labels
+            )
+
+        if swap(self.variants) == self.variants:
+            raise ValueError(f"expected a variant of {self.variants} to start with {old!r}")
+        return replace(
+            self,
+            plus=swap(self.plus),
+            minus=swap(self.minus),
+            baseline=swap(self.baseline),
+            may_fail=swap(self.may_fail),
+        )
 
     @property
     def text(self) -> str:
