@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 import dnbook
 from dnbook import _io
 from dnbook.__main__ import main as cli_main
+from dnbook.data import cifar, data_root
 from dnbook.engine import environment
 from dnbook.engine.profiles import PROFILES, Profile
 
@@ -441,6 +443,53 @@ def test_an_interrupt_in_the_first_epoch_says_there_is_no_checkpoint(worker, tmp
         "python -m dnbook: interrupted at epoch 1, step 1; no checkpoint yet (epoch 1 had not "
         "ended); rerun to start again"
     ]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the workers")
+@pytest.mark.skipif(
+    data_root() is None or not (data_root() / cifar.JPEG_COPY_NAME).is_file(),
+    reason="the ci profile trains on CIFAR-10 from DNBOOK_DATA",
+)
+def test_sigterm_to_a_parallel_reproduce_stops_its_workers_too(tmp_path):
+    """``kill`` reaches the parent of ``reproduce --jobs 2`` only: the parent must stop its
+    workers and not wait for the 20 queued runs to train."""
+    # the shared cache keeps the decoded dataset; the runs go to a results root of their own
+    env = {**os.environ, "PYTHONPATH": str(environment.REPO_ROOT)}
+    env["DNBOOK_RESULTS"] = str(tmp_path / "results")
+    argv = [sys.executable, "-m", "dnbook", "reproduce", "small_batch", "--profile", "ci"]
+    argv += ["--jobs", "2", "--no-progress"]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    results = tmp_path / "results" / "ci"
+    deadline = time.monotonic() + 600
+    while not list(results.glob("*.json")) and process.poll() is None:
+        assert time.monotonic() < deadline, "no run finished in 10 minutes"
+        time.sleep(0.2)
+    workers = (
+        [
+            int(p)
+            for p in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        ]
+        if process.poll() is None
+        else []
+    )
+    process.send_signal(signal.SIGTERM)
+    err = process.communicate(timeout=300)[1].decode()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == (
+        "python -m dnbook: interrupted; rerun the same command to resume"
+    )
+    assert len(list(results.glob("*.json"))) < 20
+    time.sleep(1)
+    assert workers and not [pid for pid in workers if _alive(pid)]
 
 
 # -- broken files ------------------------------------------------------------------------------

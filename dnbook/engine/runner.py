@@ -12,8 +12,12 @@ The paper's experiments, the registry's data, are in :mod:`dnbook.experiments`.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import re
+import signal
+import sys
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -219,8 +223,43 @@ READS_BACK = {
 }
 
 
+_stop_requested = False
+"""Set in a worker process of :meth:`Registry.reproduce` once it has been interrupted: the
+configurations still queued to it then stop at once instead of training."""
+
+
+def _stop_worker(signum: int, frame) -> None:
+    global _stop_requested
+    _stop_requested = True
+    raise _io.Interrupted(signum)
+
+
 def _run_one(config: TrainConfig, profile_name: str, run_kwargs: dict) -> dict:
-    return run(config, profile=profile_name, **run_kwargs)
+    """One run in a worker process of :meth:`Registry.reproduce`. SIGTERM stops it as Ctrl-C
+    does (the run keeps its last checkpoint; the worker says where it stopped), and a worker
+    that was interrupted trains nothing more."""
+    global _stop_requested
+    if _stop_requested:
+        raise _io.Interrupted(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _stop_worker)
+    try:
+        return run(config, profile=profile_name, **run_kwargs)
+    except KeyboardInterrupt as interrupt:
+        _stop_requested = True
+        if isinstance(interrupt, _io.Interrupted):
+            print(f"run {config.hash()}: {interrupt.describe()}", file=sys.stderr, flush=True)
+        raise
+
+
+def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
+    """Ctrl-C at a terminal reaches every process of the group, but ``kill`` reaches the
+    parent only, and a job started with ``&`` from a script ignores SIGINT: pass SIGTERM on to
+    the workers still alive, so that each stops its run as Ctrl-C would, instead of the parent
+    waiting for every queued run to train."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            with contextlib.suppress(ProcessLookupError):  # it ended in between
+                os.kill(process.pid, signal.SIGTERM)
 
 
 class Registry(dict[str, Experiment]):
@@ -397,4 +436,9 @@ class Registry(dict[str, Experiment]):
         context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             futures = [pool.submit(_run_one, config, profile.name, run_kwargs) for config in todo]
-            return [future.result() for future in futures]
+            try:
+                return [future.result() for future in futures]
+            except KeyboardInterrupt:
+                _interrupt_workers(pool)
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
