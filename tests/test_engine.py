@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dnbook.analysis import analysis_path, measure
-from dnbook.data import DataNotFoundError, DatasetSplits
+from dnbook.data import DataNotFoundError, DatasetSplits, dataset_info
 from dnbook.engine import (
     TrainConfig,
     load_results,
@@ -23,6 +23,7 @@ from dnbook.engine import (
     weights_path,
 )
 from dnbook.engine import runs as store_module
+from dnbook.engine.profiles import PROFILES
 from dnbook.engine.trainer import WarmupCosine, param_groups
 
 NUM_CLASSES = 4
@@ -520,3 +521,18 @@ def test_measure_stores_a_measurement_and_reads_it_back(tmp_path, monkeypatch):
 def test_measure_rejects_a_name_that_is_not_a_word():
     with pytest.raises(ValueError, match="measurement name"):
         measure("../escape", synthetic_config(), len, profile="test")
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_split_size_is_the_subset_or_else_the_whole_split(name, split):
+    profile = PROFILES[name]
+    subset = getattr(profile, f"n_{split}")
+    whole = dataset_info(profile.dataset).splits[split]
+    assert profile.split_size(split) == (whole if subset is None else subset)
+    assert 0 < profile.split_size(split) <= whole
+
+
+def test_split_size_rejects_an_unknown_split():
+    with pytest.raises(ValueError, match="split must be 'train', 'val' or 'test', got 'dev'"):
+        PROFILES["cpu"].split_size("dev")

@@ -112,6 +112,20 @@ class Profile:
     whole_epochs: bool = False
     norm_pins: tuple[tuple[str, str], ...] = ()
 
+    def split_size(self, split: str) -> int:
+        """Images of ``split`` (``"train"``, ``"val"`` or ``"test"``) a run at this profile
+        uses: the profile's subset size, or the whole split's size where that is ``None``.
+
+        Example::
+
+            >>> PROFILES["ci"].split_size("test"), PROFILES["cpu"].split_size("test")
+            (256, 10000)
+        """
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        subset = getattr(self, f"n_{split}")
+        return DATASETS[self.dataset].splits[split] if subset is None else subset
+
     def seeds_for(self, headline: bool = False) -> tuple[int, ...]:
         """The seeds of an experiment: ``headline_seeds`` for a headline one, else ``seeds``."""
         return self.headline_seeds if headline and self.headline_seeds else self.seeds
