@@ -5,8 +5,9 @@ its own y axis) at their relative learning rates.
     python benchmarks/plot_central.py --profile cpu
 
 reads every stored run of the experiments that train BN and DN-B(16,1)/(16,oup) at batch 64 over
-learning rates (``lr_sweep``, ``cpu_pilot``'s bf16 runs, ``table3_resnet18``, ``table8``,
-``dnb_design_v2``'s default and control; runs with the profile's default precision only), and
+learning rates (``lr_sweep``, ``cpu_pilot``'s bf16 runs, ``table2``, ``table3_resnet18``,
+``table8``, ``table8_normalized_input``, ``dnb_design_v2``'s default and control; runs with the
+profile's default precision only), and
 writes ``results/<profile>/central_lr.png`` and a CSV of the points beside it. A point
 with one seed is drawn without an interval; the legend says how many seeds each line has. The
 paper's learning rates are placed at ``lr * lr_star / 0.2``.
@@ -30,7 +31,15 @@ from dnbook.engine.profiles import PAPER_LR  # noqa: E402
 from dnbook.norms.registry import canonical_spec, parse_spec  # noqa: E402
 from dnbook.report import experiment_runs  # noqa: E402
 
-EXPERIMENTS = ("lr_sweep", "cpu_pilot", "table3_resnet18", "table8", "dnb_design_v2")
+EXPERIMENTS = (
+    "lr_sweep",
+    "cpu_pilot",
+    "table2",
+    "table3_resnet18",
+    "table8",
+    "table8_normalized_input",
+    "dnb_design_v2",
+)
 # canonical specs (defaults left out): today's DN-B pools the raw input; the first sweep's and
 # the design study's incumbent pooled the normalized feature, drawn as a line of its own
 NORMS = {
