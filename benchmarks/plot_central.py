@@ -6,8 +6,8 @@ its own y axis) at their relative learning rates.
 
 reads every stored run of the experiments that train BN and DN-B(16,1)/(16,oup) at batch 64 over
 learning rates (``lr_sweep``, ``cpu_pilot``'s bf16 runs, ``table2``, ``table3_resnet18``,
-``table8``, ``table8_normalized_input``, ``dnb_design_v2``'s default and control; runs with the
-profile's default precision only), and
+``table8``, ``table8_normalized_input``, ``dnb_design_v2``'s default and control, and
+``dnc_failure``'s BN and DN-B controls; runs with the profile's default precision only), and
 writes ``results/<profile>/central_lr.png`` and a CSV of the points beside it. A point
 with one seed is drawn without an interval; the legend says how many seeds each line has. The
 paper's learning rates are placed at ``lr * lr_star / 0.2``.
@@ -39,6 +39,7 @@ EXPERIMENTS = (
     "table8",
     "table8_normalized_input",
     "dnb_design_v2",
+    "dnc_failure",
 )
 # canonical specs (defaults left out): today's DN-B pools the raw input; the first sweep's and
 # the design study's incumbent pooled the normalized feature, drawn as a line of its own
