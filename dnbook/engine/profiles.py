@@ -162,7 +162,7 @@ class Profile:
     @property
     def train_images(self) -> int:
         """Training images per epoch (approximate for ImageNet-100's whole split)."""
-        return self.n_train if self.n_train is not None else DATASETS[self.dataset].splits["train"]
+        return self.split_size("train")
 
 
 PROFILES: dict[str, Profile] = {
