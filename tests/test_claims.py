@@ -440,7 +440,7 @@ def test_median_cohen_f_is_the_one_way_anova_effect_size():
     between = sum(len(s) * (s.mean(0) - pooled.mean(0)) ** 2 for s in samples) / (k - 1)
     within = sum(((s - s.mean(0)) ** 2).sum(0) for s in samples) / (n - k)
     f = np.sqrt(np.clip(between / within - 1, 0, None) * (k - 1) / n)  # n0 = n / k, balanced
-    found = claims.measured._median_cohen_f(value, "DN-start", "alpha")
+    found = claims.median_cohen_f(value, "DN-start", "alpha")
     assert found == pytest.approx(np.median(f))
 
 

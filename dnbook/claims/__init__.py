@@ -8,7 +8,8 @@
 * :mod:`dnbook.claims.rules`: rules on trained runs (:class:`PairedGain`,
   :class:`TrainingOutcome`, :class:`NaNOutcome`);
 * :mod:`dnbook.claims.measured`: rules on measurements of trained models
-  (:class:`TestBatchInvariance`, :class:`ClassMeansAlike`);
+  (:class:`TestBatchInvariance`, :class:`ClassMeansAlike` and the effect size it judges,
+  :func:`median_cohen_f`);
 * :mod:`dnbook.claims.exact`: rules on exact counts (:class:`CountOrder`,
   :class:`MultAddsIncrease`, :class:`MatchesPaperColumn`);
 * :mod:`dnbook.claims.ledger`: the data, :data:`CLAIMS`, and :func:`ledger`;
@@ -19,7 +20,12 @@ Chapters never compute a verdict themselves: they call :func:`show` with their o
 
 from dnbook.claims.exact import CountOrder, MatchesPaperColumn, MultAddsIncrease, count
 from dnbook.claims.ledger import CLAIMS, Claim, Rule, ledger, reread
-from dnbook.claims.measured import ClassMeansAlike, TestBatchInvariance
+from dnbook.claims.measured import (
+    ClassMeansAlike,
+    TestBatchInvariance,
+    cohen_f,
+    median_cohen_f,
+)
 from dnbook.claims.rules import NaNOutcome, PairedGain, TrainingOutcome
 from dnbook.claims.show import (
     VERDICT_LINE,
@@ -85,10 +91,12 @@ __all__ = [
     "at_chance",
     "chance",
     "chapter_claims",
+    "cohen_f",
     "count",
     "learned",
     "learned_threshold",
     "ledger",
+    "median_cohen_f",
     "paired_interval",
     "printed_verdicts",
     "records",

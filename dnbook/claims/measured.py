@@ -150,12 +150,13 @@ class TestBatchInvariance(_Measured):
         return Evaluation(verdict, why, measurement, **where)
 
 
-def _median_cohen_f(value: dict, layer: str, param: str) -> float:
-    """The median over channels of Cohen's f of one layer's ``param`` (``"alpha"`` or
-    ``"lambda"``) in a stored ``affine_by_class`` value: how far apart the class means of a
-    channel are, in units of the spread within a class. From the one-way ANOVA ratio
-    F = between-class mean square / within-class mean square, f = sqrt(max(F - 1, 0) (k - 1) /
-    (k n0)), with n0 = (n - sum n_k^2 / n) / (k - 1) the (unbalanced) class size."""
+def cohen_f(value: dict, layer: str, param: str) -> np.ndarray:
+    """Cohen's f of every channel of one layer's ``param`` (``"alpha"`` or ``"lambda"``) in a
+    stored ``affine_by_class`` value: how far apart a channel's class means are, in units of
+    the spread within a class. From the one-way ANOVA ratio F = between-class mean square /
+    within-class mean square, f = sqrt(max(F - 1, 0) (k - 1) / (k n0)), with
+    n0 = (n - sum n_k^2 / n) / (k - 1) the (unbalanced) class size; NaN for a channel that is
+    constant over the images (F = 0 / 0)."""
     entry = value["layers"][layer][param]
     counts = np.asarray(value["images_per_class"], dtype=float)  # (K,)
     means = np.asarray(entry["class_mean"], dtype=float)  # (K, C)
@@ -167,7 +168,14 @@ def _median_cohen_f(value: dict, layer: str, param: str) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         f_ratio = between / within  # NaN for a constant channel (0 / 0)
     n0 = (n - (counts**2).sum() / n) / (k - 1)
-    cohen = np.sqrt(np.clip(f_ratio - 1, 0, None) * (k - 1) / (k * n0))
+    return np.sqrt(np.clip(f_ratio - 1, 0, None) * (k - 1) / (k * n0))
+
+
+def median_cohen_f(value: dict, layer: str, param: str) -> float:
+    """The median over channels of :func:`cohen_f` (NumPy's median: the mean of the two middle
+    values for an even count), ignoring constant channels; NaN if every channel is constant.
+    This is the number :class:`ClassMeansAlike` judges."""
+    cohen = cohen_f(value, layer, param)
     return float(np.nanmedian(cohen)) if np.isfinite(cohen).any() else math.nan
 
 
@@ -207,7 +215,7 @@ class ClassMeansAlike(_Measured):
         try:
             table = pd.DataFrame(
                 [
-                    {"panel": f"{layer} {param}", "f": _median_cohen_f(r["value"], layer, param)}
+                    {"panel": f"{layer} {param}", "f": median_cohen_f(r["value"], layer, param)}
                     for r in records
                     for layer in r["value"]["layers"]
                     for param in ("alpha", "lambda")
