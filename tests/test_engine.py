@@ -82,6 +82,20 @@ class PlantNaNGradient(nn.Module):
         return _NaNGradient.apply(x)
 
 
+class PlantWeightGradient(nn.Module):
+    """``x * w`` with a scalar weight whose gradient is replaced by ``value`` everywhere: the
+    input's gradient stays finite, only the parameter's is not (``inf``), or every gradient
+    is finite but too large for float32 to hold their norm (``1e30``)."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.w.register_hook(lambda grad: torch.full_like(grad, value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w
+
+
 def tiny_cnn(plant: nn.Module | None = None) -> nn.Module:
     layers = OrderedDict(conv=nn.Conv2d(3, 8, 3, padding=1, bias=False))
     if plant is not None:
@@ -270,6 +284,30 @@ def test_a_nan_gradient_is_named_by_the_module_that_produced_it():
         "type": "PlantNaNGradient",
         "where": "grad",
     }
+
+
+def test_a_non_finite_weight_gradient_is_named_by_its_module():
+    outcome = quiet_train(
+        config(), model_fn=lambda num_classes: tiny_cnn(PlantWeightGradient(math.inf))
+    )
+    record = outcome.divergence
+    assert outcome.status == "diverged" and record["step"] == 1
+    assert math.isfinite(record["loss"]) and record["grad_norm"] == math.inf
+    assert record["forward"] is None and record["backward"] is None
+    expected = {"module": "plant", "type": "PlantWeightGradient", "where": "parameter grad"}
+    assert record["parameter"] == record["first_nonfinite"] == expected
+
+
+def test_finite_gradients_whose_norm_overflows_are_told_apart():
+    """Every gradient finite (1e30), their float32 norm infinite: the replay finds no module,
+    and its own gradient norm says why."""
+    outcome = quiet_train(
+        config(), model_fn=lambda num_classes: tiny_cnn(PlantWeightGradient(1e30))
+    )
+    record = outcome.divergence
+    assert outcome.status == "diverged" and record["step"] == 1
+    assert record["first_nonfinite"] is None and record["parameter"] is None
+    assert record["grad_norm"] == record["replay_grad_norm"] == math.inf
 
 
 def stop_after_first_epoch(cfg, checkpoint):

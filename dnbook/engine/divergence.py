@@ -3,7 +3,9 @@
 Every step pays for one fused reduction (the global gradient norm) and one host sync, shared
 with reading the loss. Only when the loss or the gradient norm is non-finite does the trainer
 call :func:`locate_nonfinite`, which replays that batch once with hooks on every module and
-names the first module whose output, or else whose input gradient, went non-finite.
+names the first module whose output, or else whose input gradient, or else whose parameter's
+gradient went non-finite. If none did, every value was finite and only their global norm
+overflowed; the replay's norm says so.
 """
 
 from __future__ import annotations
@@ -63,22 +65,26 @@ def locate_nonfinite(
             the offending batch and returns the loss; this function calls ``backward`` on it.
 
     Returns:
-        ``{"forward": ..., "backward": ..., "first": ...}``. ``forward`` names the first module,
-        in order of completion, whose output holds a NaN or an infinity (inner modules finish
-        before their parents, so this is the innermost culprit); ``backward`` names the first
-        module, in backward order, whose input gradient is non-finite (a tensor feeding
-        several modules gets their summed gradient and is reported under its first
-        consumer). Each is ``{"module": name, "type": class name, "where": "output"|"grad"}``
-        or ``None``; ``first`` is ``forward`` if set, else ``backward``.
+        ``{"forward": ..., "backward": ..., "parameter": ..., "first": ..., "grad_norm": ...}``.
+        ``forward`` names the first module, in order of completion, whose output holds a NaN
+        or an infinity (inner modules finish before their parents, so this is the innermost
+        culprit); ``backward`` names the first module, in backward order, whose input
+        gradient is non-finite (a tensor feeding several modules gets their summed gradient
+        and is reported under its first consumer); ``parameter`` names the first module, in
+        registration order, one of whose own parameters got a non-finite gradient (a weight
+        gradient can overflow while every input gradient stays finite). Each is
+        ``{"module": name, "type": class name, "where": "output"|"grad"|"parameter grad"}``
+        or ``None``; ``first`` is the first of them that is set. ``grad_norm`` is the replay's
+        global gradient norm (infinite when finite gradients overflow their norm).
     """
-    found: dict[str, dict[str, str] | None] = {"forward": None, "backward": None}
+    found: dict[str, dict[str, str] | None] = {"forward": None, "backward": None, "parameter": None}
     modules = dict(model.named_modules())
     # id(input tensor) -> (the tensor, kept alive so its id stays unique; its consumers)
     consumers: dict[int, tuple[torch.Tensor, list[str]]] = {}
     handles = []
 
     def record(where: str, name: str) -> None:
-        key = "forward" if where == "output" else "backward"
+        key = {"output": "forward", "grad": "backward"}.get(where, "parameter")
         if found[key] is None:
             label = name or type(model).__name__
             found[key] = {"module": label, "type": type(modules[name]).__name__, "where": where}
@@ -116,9 +122,16 @@ def locate_nonfinite(
         model.zero_grad(set_to_none=True)
         loss = loss_of_batch()
         loss.backward()
+        for name, module in modules.items():
+            own = [p.grad for p in module.parameters(recurse=False) if p.grad is not None]
+            if _is_nonfinite(own):
+                record("parameter grad", name)
+                break
+        norm = float(grad_norm(model.parameters()))
     finally:
         for handle in handles:
             handle.remove()
         model.zero_grad(set_to_none=True)
-    found["first"] = found["forward"] or found["backward"]
+    found["first"] = found["forward"] or found["backward"] or found["parameter"]
+    found["grad_norm"] = norm
     return found

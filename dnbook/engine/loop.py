@@ -104,6 +104,7 @@ class Loop:
         self.curves: list[dict[str, Any]] = []
         self.step_losses: list[float] = []
         self.step_lrs: list[float] = []  # the learning rate each step used (or would have)
+        self.failed_grad_norm = math.nan  # the gradient norm of a step that was not finite
         self.best: dict[str, Any] | None = None  # {"epoch", "val_acc", "state"}
         self.last_lr = config.lr
         # Wall time of earlier sessions of this run (from a checkpoint), plus this session's.
@@ -149,6 +150,7 @@ class Loop:
         self.step_losses.append(loss_value)
         self.step_lrs.append(self.optimizer.param_groups[0]["lr"])
         if not (math.isfinite(loss_value) and math.isfinite(norm)):
+            self.failed_grad_norm = norm  # the record says which of the two was non-finite
             return None
         self.last_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
@@ -167,10 +169,13 @@ class Loop:
         return {
             "epoch": epoch,
             "step": self.step + 1,
-            "loss": self.step_losses[-1],
+            "loss": self.step_losses[-1],  # the failing step's own loss
+            "grad_norm": self.failed_grad_norm,  # and its global gradient norm
             "first_nonfinite": found["first"],
             "forward": found["forward"],
             "backward": found["backward"],
+            "parameter": found["parameter"],
+            "replay_grad_norm": found["grad_norm"],
             "loss_history": list(self.step_losses),
         }
 
