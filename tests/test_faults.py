@@ -227,6 +227,9 @@ def _job(job: dict) -> int:
 def serve() -> None:
     """Read jobs (JSON lists of job dicts, one per line) from stdin; fork a child for each
     job of a line (all at once), wait for them and answer with their exit statuses."""
+    # A shell that starts pytest in the background (`... &`) ignores SIGINT for it, and every
+    # child inherits that; the interrupt tests need Python's handler wherever pytest runs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(1)
     import dnbook.__main__  # noqa: F401  (imported once, shared by every child)
     import dnbook.engine  # noqa: F401
