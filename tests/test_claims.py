@@ -240,6 +240,15 @@ def test_a_curve_claim_needs_enough_epochs():
     assert rule.judge(frame.assign(epochs=5)).verdict == HOLDS
 
 
+@pytest.mark.parametrize("epochs", [0.375, 0.75, 3])
+def test_a_fractional_epoch_schedule_is_judged_without_an_epoch_limit(epochs):
+    # the small-batch runs train a fraction of an epoch by design (the paper's step ratio)
+    frame = runs({"A": [65.0, 66.0, 64.0], "B": [60.0, 61.0, 59.5]}).assign(epochs=epochs)
+    assert PairedGain(("A",), ("B",)).judge(frame).verdict == HOLDS
+    limited = PairedGain(("A",), ("B",), min_epochs=1).judge(frame)
+    assert limited.verdict == (NOT_TESTED if epochs < 1 else HOLDS)
+
+
 def test_best_of_minus_and_difference_of_differences():
     frame = runs({"A": [65.0] * 3, "B": [60.0, 66.0, 60.0], "C": [64.0, 60.0, 64.0]})
     best = PairedGain(("A",), ("B", "C"), best_of_minus=True)

@@ -85,7 +85,8 @@ class PairedGain:
     * **does not hold** if it lies at or below ``threshold``;
     * **inconclusive** otherwise;
     * **not tested** at ``ci``, with fewer than :data:`MIN_SEEDS` paired seeds, with runs
-      shorter than ``min_epochs`` (a claim about curves needs curves), when a ``baseline``
+      shorter than ``min_epochs`` (a claim about curves needs curves; 0, no limit, for the
+      others: a small-batch run's fractional epoch is its schedule), when a ``baseline``
       variant did not learn, or when a compared variant other than ``may_fail`` (the ones the
       paper says break, whose failure is the effect measured) sits at chance without diverging.
 
@@ -100,7 +101,7 @@ class PairedGain:
     metric: str = TEST
     best_of_minus: bool = False
     unit: str = "test accuracy, %"
-    min_epochs: int = 1
+    min_epochs: float = 0
     baseline: tuple[str, ...] = ()
     may_fail: tuple[str, ...] = ()
 
