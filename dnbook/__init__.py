@@ -18,7 +18,7 @@ The library in layers; a module imports only from the layers above it, and each 
     experiments                the paper's experiments: the registry's data
     analysis                   measurements of trained models, stored beside the runs
     claims/                    the paper's claims: ledger, verdict rules
-    report, speed              tables and plots; timings of training
+    report, central, speed     tables and plots; the central figure; timings of training
     bench/                     timings of the layers (timing harness, specs, report)
     cli/                       the subcommands of ``python -m dnbook``
     complexity                 the old import path of cost/ (the chapters use it)
