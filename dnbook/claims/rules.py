@@ -39,7 +39,9 @@ CI_SMOKE = "ci profile: a smoke test (one epoch of 512 images), not a measuremen
 
 
 def _not_run(what: str) -> Evaluation:
-    return Evaluation(NOT_TESTED, f"not run: nothing stored for {what} at any profile")
+    # true whether nothing is stored or a profile holds only some of the seeds (a grid that is
+    # still training): either way no profile can answer yet
+    return Evaluation(NOT_TESTED, f"not run: no profile has every seed of {what}")
 
 
 def not_tested(
